@@ -15,6 +15,7 @@ import difflib
 import os
 import re
 import sys
+import textwrap
 from typing import Any, Iterable, Optional
 
 import yaml
@@ -76,46 +77,58 @@ _Loader.add_implicit_resolver(
 )
 
 
-def _read_yaml(path: str):
-    """Parse a YAML file into (data, node tree); only plain data types are allowed."""
+def _read_sets(path: str) -> tuple:
+    """Parse a YAML file of named sets into (loader, {set name: mapping node})."""
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror}); create it or point to it with the right option") from None
+    loader = _Loader(text)
     try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (_Loader is a SafeLoader)
-        node = yaml.compose(text, Loader=_Loader)
-    except yaml.constructor.ConstructorError as error:
-        where = error.problem_mark
-        raise ConfigError(
-            f"{path}:{where.line + 1}: unsupported YAML tag ({error.problem}); "
-            "only plain values, anchors and merge keys are allowed"
-        ) from None
+        root = loader.get_single_node()
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
-    if not isinstance(data, dict) or not all(isinstance(value, dict) for value in data.values()):
+    if not isinstance(root, yaml.MappingNode) or not all(
+        isinstance(value, yaml.MappingNode) for _, value in root.value
+    ):
         raise ConfigError(f"{path}: expected a mapping of set names to mappings of options")
-    return data, node
+    return loader, {key.value: value for key, value in root.value}
 
 
-def _key_origins(root: yaml.MappingNode, set_name: str) -> dict:
-    """Which top-level set each key of ``set_name`` comes from, following merge keys."""
-    set_of_node = {id(value): key.value for key, value in root.value}
+def _construct(loader: _Loader, node: yaml.Node, path: str):
+    """Build a plain value with the safe constructor; any other tag is refused, never run."""
+    try:
+        return loader.construct_object(node, deep=True)
+    except yaml.constructor.ConstructorError as error:
+        raise ConfigError(
+            f"{path}:{node.start_mark.line + 1}: unsupported YAML tag ({error.problem}); "
+            "only plain values, anchors and merge keys are allowed"
+        ) from None
+
+
+def _flatten_set(loader: _Loader, sets: dict, set_name: str, path: str) -> dict:
+    """{key: (value, set it comes from)} for one set, following merge keys.
+
+    Merge semantics follow the YAML spec: the set's own keys win, then the merge sources
+    in the order listed. (PyYAML's own loader lets the last listed source win.)
+    """
+    owner_of_node = {id(node): name for name, node in sets.items()}
 
     def walk(mapping: yaml.MappingNode, owner: str) -> dict:
         own, merged = {}, {}
         for key, value in mapping.value:
             if key.tag == "tag:yaml.org,2002:merge":
                 parents = value.value if isinstance(value, yaml.SequenceNode) else [value]
-                for parent in reversed(parents):  # earlier merge sources win
-                    merged.update(walk(parent, set_of_node.get(id(parent), owner)))
+                for parent in reversed(parents):
+                    if not isinstance(parent, yaml.MappingNode):
+                        raise ConfigError(f"{path}:{parent.start_mark.line + 1}: '<<' must name a set, e.g. <<: *DEFAULT")
+                    merged.update(walk(parent, owner_of_node.get(id(parent), owner)))
             else:
-                own[key.value] = owner
+                own[str(key.value)] = (_construct(loader, value, path), owner)
         return {**merged, **own}
 
-    node = dict((key.value, value) for key, value in root.value)[set_name]
-    return walk(node, set_name)
+    return walk(sets[set_name], set_name)
 
 
 def _coerce(option: Option, value: Any, where: str) -> Any:
@@ -168,26 +181,28 @@ def _unknown(kind: str, name: str, known: Iterable[str], where: str) -> ConfigEr
 
 def load_set(path: str, set_name: str, options: dict, file_kind: str) -> tuple:
     """Values and sources of one named set of a YAML file, validated against ``options``."""
-    data, root = _read_yaml(path)
-    if set_name not in data:
-        raise ConfigError(
-            f"{path}: no set named '{set_name}'; sets in this file: {', '.join(data)}"
-        )
-    origins = _key_origins(root, set_name)
+    loader, sets = _read_sets(path)
+    if set_name not in sets:
+        raise ConfigError(f"{path}: no set named '{set_name}'; sets in this file: {', '.join(sets)}")
     values, sources = {}, {}
-    for key, value in data[set_name].items():
-        where = f"{path}, set '{set_name}'"
+    for key, (value, origin) in _flatten_set(loader, sets, set_name, path).items():
+        where = f"{path}, set '{origin}'"
         option = options.get(key)
         if option is None:
             raise _unknown("option", key, [o.name for o in options.values() if o.file == file_kind], where)
         if option.file != file_kind:
             raise ConfigError(f"{where}: '{key}' is a {option.file} option; move it to the {option.file} file")
-        origin = origins.get(key, set_name)
-        values[key] = _coerce(option, value, f"{path}, set '{origin}'")
-        sources[key] = f"{os.path.basename(path)}: {origin}" if origin == set_name else (
-            f"{os.path.basename(path)}: {origin} (inherited by {set_name})"
-        )
+        values[key] = _coerce(option, value, where)
+        inherited = "" if origin == set_name else f" (inherited by {set_name})"
+        sources[key] = f"{os.path.basename(path)}: {origin}{inherited}"
     return values, sources
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps help lines at spaces only, so flags and hyphenated words stay whole."""
+
+    def _split_lines(self, text, width):
+        return textwrap.wrap(text, width, break_on_hyphens=False)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -201,7 +216,7 @@ def build_parser(options: Iterable[Option], description: str, prog: str = None) 
     """A parser with one flag per option; flags not given stay absent from the result."""
     parser = _OneLineParser(
         prog=prog, description=description, allow_abbrev=False,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_HelpFormatter,
         argument_default=argparse.SUPPRESS,
     )
     parser.add_argument("--config_set", default="default", help="set of project.yaml to use (str, default: default)")
