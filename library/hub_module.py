@@ -1,0 +1,168 @@
+"""Package graph-mode image feature extractors as TF1 Hub modules (``hub.Module`` format).
+
+A network is any function ``network(images, is_training, params) -> features``. The
+modules written here follow the conventions of TF Hub's image feature-vector modules,
+so a consumer treats them like any module from tfhub.dev:
+
+- signature ``default``: input ``images``, float32 RGB [batch, S, S, 3] in [0, 1];
+  output ``default``, features [batch, D];
+- graph variants: tags ``{"train"}`` build the network with ``is_training=True`` (batch
+  statistics, moving-average updates in UPDATE_OPS), the default empty tag set with
+  ``is_training=False`` for evaluation, inference and frozen feature extraction;
+- an attached ``hub.ImageModuleInfo`` with the default image size S x S, so
+  ``hub.get_expected_image_size`` reads it.
+
+Command line (the package holding the ``NETWORKS`` dict is a parameter, so this module
+knows no project)::
+
+    python -m library.hub_module --network small_cnn --output out/hub/small_cnn
+"""
+
+import importlib
+import os
+import sys
+
+from library import atomic_file
+from library.config import _OneLineParser
+from library.tensorflow_env import import_tensorflow
+
+tf = import_tensorflow()
+import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
+
+TRAIN_TAGS = frozenset({"train"})
+MODULE_DEF_FILE = "tfhub_module.pb"  # The file that makes a directory a TF1 Hub module.
+
+
+def create_spec(network, image_size, params, seed=None):
+    """An in-memory ModuleSpec of ``network`` with its training and inference graph variants.
+
+    ``seed`` is the module graphs' random seed: hub.Module imports the variable
+    initializers with the op seeds fixed here, so it alone makes fresh variables reproducible.
+    """
+    def module_fn(is_training):
+        if seed is not None:
+            tf.compat.v1.set_random_seed(seed)
+        images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="images")
+        features = network(images, is_training, params)
+        hub.add_signature(inputs={"images": images}, outputs={"default": features})
+        size = hub.ImageModuleInfo.InputSize(height=image_size, width=image_size)
+        hub.attach_image_module_info(hub.ImageModuleInfo(default_image_size=size))
+
+    return hub.create_module_spec(
+        module_fn, tags_and_args=[(TRAIN_TAGS, {"is_training": True}), (set(), {"is_training": False})]
+    )
+
+
+def export_spec(spec, output_dir):
+    """Write ``spec`` with freshly initialized variables: an untrained network as a module."""
+    def write(path):
+        with tf.Graph().as_default():
+            module = hub.Module(spec)
+            with tf.compat.v1.Session() as session:
+                session.run(tf.compat.v1.global_variables_initializer())
+                module.export(path, session)
+
+    _write_directory(output_dir, write)
+
+
+def export_from_checkpoint(spec, checkpoint_path, output_dir, module_name):
+    """Write ``spec`` with the variables a checkpoint holds for its ``hub.Module(spec, name=module_name)``."""
+    def write(path):
+        spec.export(path, checkpoint_path=checkpoint_path, name_transform_fn=lambda name: f"{module_name}/{name}")
+
+    _write_directory(output_dir, write)
+
+
+def _write_directory(output_dir, write):
+    """Run ``write(directory)`` on a temporary sibling of ``output_dir``, then move it into place.
+
+    A crash leaves no half-written module at ``output_dir``. An earlier module there is
+    replaced; any other existing content is refused, so a mistyped --output cannot delete it.
+    """
+    output_dir = output_dir.rstrip("/")
+    _check_replaceable(output_dir)
+    tf.io.gfile.makedirs(os.path.dirname(output_dir) or ".")
+    temporary = atomic_file.temporary_name(output_dir)
+    try:
+        write(temporary)
+        if tf.io.gfile.exists(output_dir):
+            previous = atomic_file.temporary_name(output_dir)
+            tf.io.gfile.rename(output_dir, previous)
+            tf.io.gfile.rename(temporary, output_dir)
+            tf.io.gfile.rmtree(previous)
+        else:
+            tf.io.gfile.rename(temporary, output_dir)
+    finally:
+        if tf.io.gfile.exists(temporary):
+            tf.io.gfile.rmtree(temporary)
+
+
+def _check_replaceable(output_dir):
+    """Raise ValueError unless ``output_dir`` is absent, an empty directory or a hub module."""
+    if not tf.io.gfile.exists(output_dir):
+        return
+    if not tf.io.gfile.isdir(output_dir):
+        raise ValueError(f"{output_dir} is a file; give a directory path for the module")
+    if tf.io.gfile.listdir(output_dir) and not tf.io.gfile.exists(os.path.join(output_dir, MODULE_DEF_FILE)):
+        raise ValueError(
+            f"{output_dir} exists and is not a hub module; choose a new or empty directory "
+            "(an earlier module there would be replaced)"
+        )
+
+
+def _positive(kind):
+    """An argparse type: ``kind`` values above zero."""
+    def parse(text):
+        value = kind(text)
+        if value <= 0:
+            raise ValueError(text)
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"  # argparse names the type in its error
+    return parse
+
+
+def _parser():
+    """Command-line flags; errors are one line."""
+    parser = _OneLineParser(
+        prog="python -m library.hub_module",
+        description="Write a network as a TF1 Hub image feature-vector module with fresh variables.",
+    )
+    parser.add_argument("--network", required=True, help="name of the network in the package's NETWORKS")
+    parser.add_argument("--output", required=True,
+                        help="module directory to write (an earlier module there is replaced)")
+    parser.add_argument("--image_size", type=_positive(int), default=224, help="input height and width (default: 224)")
+    parser.add_argument("--width_multiplier", type=_positive(float), default=1.0,
+                        help="channel width multiplier, for networks that have one (default: 1.0)")
+    parser.add_argument("--networks_package", default="project.networks",
+                        help="importable package with the NETWORKS dict (default: project.networks)")
+    return parser
+
+
+def _networks(package):
+    """The NETWORKS dict of ``package``; ValueError when there is none."""
+    try:
+        return importlib.import_module(package).NETWORKS
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"no NETWORKS dict in package '{package}' ({error}); pass --networks_package") from None
+
+
+def main(argv=None) -> int:
+    """Export the chosen network; print the module directory, or a one-line error and return non-zero."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        networks = _networks(args.networks_package)
+        if args.network not in networks:
+            parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks))}")
+        params = {"image_size": args.image_size, "width_multiplier": args.width_multiplier}
+        export_spec(create_spec(networks[args.network], args.image_size, params), args.output)
+    except (ValueError, tf.errors.OpError) as error:
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
+        return 1
+    print(args.output)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
