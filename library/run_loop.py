@@ -1,0 +1,263 @@
+"""The generic run loop: train in cycles with evaluation and a best snapshot, or evaluate, predict, export.
+
+It knows nothing about the data or the network. A project hands it an *experiment*,
+a module with these functions (``project/experiment.py`` is this project's):
+
+- ``make_params(values: dict) -> dict``: the Estimator params (option values plus
+  whatever the project derives, e.g. class names); raises ``ConfigError`` for bad input.
+- ``train_examples(params) -> int``: images in one training epoch.
+- ``model_fn(features, labels, mode, params)`` and ``input_fn(params, mode, input_context=None)``.
+- ``predict_input_fn(params, source)``: input function over raw image files for prediction.
+- ``serving_input_receiver_fn(params)``: for SavedModel export.
+- ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
+- ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
+- ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
+"""
+
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from library import atomic_file, config
+from library.best_checkpoint import BestCheckpoint
+from library.config import ConfigError
+from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
+from library.tensorflow_env import import_tensorflow
+
+tf = import_tensorflow()
+ModeKeys = tf.estimator.ModeKeys
+EVALUATIONS_FILE = "evaluations.jsonl"
+
+
+def seed_everything(seed) -> None:
+    """Seed Python and numpy; TensorFlow's graph seed goes through RunConfig.tf_random_seed."""
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+
+
+def session_config(settings) -> tf.compat.v1.ConfigProto:
+    """Session options: soft placement (GPU code falls back to CPU), XLA on request."""
+    session = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    session.gpu_options.allow_growth = True
+    if settings.xla:
+        session.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
+    return session
+
+
+def make_estimator(settings, experiment, params, model_dir) -> tf.estimator.Estimator:
+    """The project's model_fn in an Estimator configured from the run options."""
+    run_config = tf.estimator.RunConfig(
+        model_dir=model_dir,
+        tf_random_seed=settings.random_seed,
+        save_checkpoints_secs=settings.save_checkpoints_secs,
+        keep_checkpoint_max=settings.keep_checkpoint_max,
+        session_config=session_config(settings),
+        log_step_count_steps=None,  # the progress bar reports speed instead
+    )
+    return tf.estimator.Estimator(experiment.model_fn, config=run_config, params=params)
+
+
+def checkpoint_of(settings) -> str:
+    """The checkpoint that ``model`` names: latest (model_dir), best (best_model_dir) or a path."""
+    if settings.model in ("latest", "best"):
+        directory = settings.model_dir if settings.model == "latest" else settings.best_model_dir
+        path = tf.train.latest_checkpoint(directory)
+        if path is None:
+            raise ConfigError(f"model: {settings.model}: no checkpoint in {directory}; train first or set --model to a checkpoint path")
+        return path
+    if not tf.io.gfile.exists(settings.model + ".index"):
+        raise ConfigError(f"model: no checkpoint at {settings.model} (expected {settings.model}.index); give latest, best or a checkpoint path")
+    return settings.model
+
+
+def global_step_of(model_dir: str) -> int:
+    """The step of the latest checkpoint in ``model_dir``, 0 when there is none."""
+    path = tf.train.latest_checkpoint(model_dir)
+    return 0 if path is None else int(tf.train.load_variable(path, "global_step"))
+
+
+class EvaluationLog:
+    """Every evaluation of a run, one JSON line each, so a resumed run knows what was evaluated."""
+
+    def __init__(self, model_dir: str):
+        self._path = os.path.join(model_dir, EVALUATIONS_FILE)
+        self.entries = []
+        if tf.io.gfile.exists(self._path):
+            with tf.io.gfile.GFile(self._path) as handle:
+                self.entries = [json.loads(line) for line in handle if line.strip()]
+
+    @property
+    def last_step(self):
+        return self.entries[-1]["global_step"] if self.entries else None
+
+    def append(self, entry: dict) -> None:
+        self.entries.append(entry)
+        atomic_file.write_text(self._path, "".join(json.dumps(e) + "\n" for e in self.entries))
+
+
+def plain(results: dict) -> dict:
+    """Evaluation results as JSON-ready Python numbers."""
+    return {key: value.item() if hasattr(value, "item") else value for key, value in results.items()}
+
+
+def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best) -> dict:
+    """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
+    checkpoint = tf.train.latest_checkpoint(settings.model_dir)
+    results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
+    epoch = results["global_step"] / steps_per_epoch
+    log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+    improved = best.update_if_better(checkpoint, results, epoch)
+    print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
+    return results
+
+
+def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool) -> str:
+    """One line a person can scan: where training is, how it did, the best so far."""
+    line = f"epoch {epoch:g}/{epochs}  step {results['global_step']}  eval loss {results['loss']:.4f}"
+    if "accuracy" in results:
+        line += f"  accuracy {results['accuracy']:.2%}"
+    if record:
+        line += f"  best loss {record['loss']:.4f} (epoch {record['epoch']:g})"
+    return line + ("  * new best" if improved else "")
+
+
+def train(settings, experiment, params) -> int:
+    """Train to ``train_epochs`` in cycles of ``epochs_between_evals``, resuming where a run stopped."""
+    examples = experiment.train_examples(params)
+    steps_per_epoch = examples // settings.train_batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
+    total_steps = settings.train_epochs * steps_per_epoch
+    cycle_steps = settings.epochs_between_evals * steps_per_epoch
+    params = {**params, "steps_per_epoch": steps_per_epoch, "train_steps": total_steps}
+    estimator = make_estimator(settings, experiment, params, settings.model_dir)
+    config.write_config(settings, settings.model_dir)
+    log = EvaluationLog(settings.model_dir)
+
+    def export_best(snapshot):
+        export_saved_model(estimator, experiment, params, os.path.join(settings.best_model_dir, "export"), snapshot)
+
+    best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
+    step = global_step_of(settings.model_dir)
+    print(f"{examples} training images, {steps_per_epoch} steps an epoch, {total_steps} steps in all; "
+          f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
+    at_cycle_end = step > 0 and (step % cycle_steps == 0 or step >= total_steps)
+    if at_cycle_end and log.last_step != step:  # stopped between training and its evaluation
+        evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best)
+    while step < total_steps:
+        target = min((step // cycle_steps + 1) * cycle_steps, total_steps)
+        hooks = [
+            StopOnNonFiniteLossHook(),
+            ProgressBarHook(step - step % cycle_steps, target, settings.train_batch_size,
+                            f"epochs {step // steps_per_epoch}-{target // steps_per_epoch}"),
+        ]
+        estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=target, hooks=hooks)
+        step = target
+        evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best)
+    record = best.record
+    if record:
+        print(f"done: {total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
+              + (f", accuracy {record['metrics']['accuracy']:.2%}" if "accuracy" in record.get("metrics", {}) else "")
+              + f"; snapshot in {settings.best_model_dir}", flush=True)
+    return 0
+
+
+def evaluate(settings, experiment, params) -> int:
+    """Evaluate the checkpoint ``model`` names and print its metrics."""
+    checkpoint = checkpoint_of(settings)
+    estimator = make_estimator(settings, experiment, params, settings.model_dir)
+    results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
+    print(f"checkpoint {checkpoint}")
+    for key in sorted(results):
+        print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
+    return 0
+
+
+def predict(settings, experiment, params) -> int:
+    """Print one line per image of ``predict_input`` (and write them as CSV on request)."""
+    if not settings.predict_input:
+        raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
+    checkpoint = checkpoint_of(settings)
+    estimator = make_estimator(settings, experiment, params, settings.model_dir)
+    lines = []
+    for prediction in estimator.predict(experiment.predict_input_fn(params, settings.predict_input), checkpoint_path=checkpoint):
+        line = experiment.format_prediction(prediction, params)
+        print(line, flush=True)
+        lines.append(line)
+    if settings.predictions_file:
+        atomic_file.write_text(settings.predictions_file, "".join(line.replace("\t", ",") + "\n" for line in lines))
+    return 0
+
+
+def export_saved_model(estimator, experiment, params, export_dir, checkpoint) -> str:
+    """Export a SavedModel (serving signature on encoded image bytes) under ``export_dir/<timestamp>``."""
+    path = estimator.export_saved_model(export_dir, lambda: experiment.serving_input_receiver_fn(params), checkpoint_path=checkpoint)
+    return path.decode() if isinstance(path, bytes) else path
+
+
+def export(settings, experiment, params) -> int:
+    """Write a SavedModel of the checkpoint ``model`` names."""
+    if not settings.export_dir:
+        raise ConfigError("export mode needs --export_dir DIR")
+    checkpoint = checkpoint_of(settings)
+    estimator = make_estimator(settings, experiment, params, settings.model_dir)
+    print(f"SavedModel of {checkpoint} written to {export_saved_model(estimator, experiment, params, settings.export_dir, checkpoint)}")
+    return 0
+
+
+def export_hub(settings, experiment, params) -> int:
+    """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
+    if not settings.output:
+        raise ConfigError("export_hub mode needs --output DIR")
+    checkpoint = checkpoint_of(settings)
+    experiment.export_feature_extractor(params, checkpoint, settings.output)
+    print(f"hub module of {checkpoint} written to {settings.output}")
+    return 0
+
+
+def dry_run(settings, experiment, params) -> int:
+    """Build the graph and input once and run one training and one evaluation step, writing nothing."""
+    scratch = tempfile.mkdtemp(prefix="dry_run-")
+    try:
+        params = {**params, "steps_per_epoch": 1, "train_steps": 1}
+        estimator = make_estimator(settings, experiment, params, scratch)
+        estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1, hooks=[StopOnNonFiniteLossHook()])
+        results = estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), steps=1)
+        print(f"dry run: one training step and one evaluation batch ran (eval loss {results['loss']:.4f}); nothing written")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub}
+
+
+def main(settings, experiment) -> int:
+    """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2."""
+    seed_everything(settings.random_seed)
+    try:
+        params = experiment.make_params(settings.as_dict())
+        if settings.benchmark_input:
+            print(json.dumps(experiment.benchmark_input(params, settings.benchmark_batches)))
+            return 0
+        if settings.dry_run:
+            return dry_run(settings, experiment, params)
+        return MODES[settings.mode](settings, experiment, params)
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: training stopped: {error}. Checkpoints up to the last good one and the best snapshot "
+              f"are intact; lower the learning_rate or check the data, then run again.", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; run the same command again to resume from the latest checkpoint in {settings.model_dir}",
+              file=sys.stderr)
+        return 130

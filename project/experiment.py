@@ -1,0 +1,76 @@
+"""This project as the run loop sees it (the contract is in ``library/run_loop.py``).
+
+The glue between option values and the project's input, model and data files: class names
+from labels.txt, the input size from the feature extractor, the epoch size from the
+converter's manifest. A new project edits its modules, rarely this one.
+"""
+
+import fnmatch
+import glob
+import json
+import os
+
+from library.config import ConfigError
+from library.tensorflow_env import import_tensorflow
+from project import feature_extractor, input_fn as inputs, model_fn as model, record_schema
+
+tf = import_tensorflow()
+
+model_fn = model.model_fn
+input_fn = inputs.input_fn
+serving_input_receiver_fn = inputs.serving_input_receiver_fn
+benchmark_input = inputs.benchmark_input
+export_feature_extractor = model.export_feature_extractor
+
+
+def make_params(values: dict) -> dict:
+    """Option values plus class_names, num_classes and the image size the feature extractor takes."""
+    labels_file = values["labels_file"]
+    if not labels_file or not tf.io.gfile.exists(labels_file):
+        raise ConfigError(f"labels_file: {labels_file} not found; convert the data set first (convert_dataset.py writes it)")
+    class_names = record_schema.read_labels(labels_file)
+    if not class_names:
+        raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
+    params = {**values, "class_names": class_names, "num_classes": len(class_names)}
+    try:
+        params["image_size"] = feature_extractor.input_image_size(params)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    return params
+
+
+def train_examples(params) -> int:
+    """Images in one epoch: from the converter's manifests of the train_data shards, else by counting records."""
+    pattern = params["train_data"]
+    files = sorted(tf.io.gfile.glob(pattern or ""))
+    if not files:
+        raise ConfigError(f"train_data: no file matches {pattern}; convert the data set first or fix the pattern")
+    manifests = tf.io.gfile.glob(os.path.join(os.path.dirname(pattern), "*-manifest.json"))
+    total, covered = 0, set()
+    for path in manifests:
+        with tf.io.gfile.GFile(path) as handle:
+            manifest = json.load(handle)
+        shards = {os.path.join(os.path.dirname(path), shard["file"]) for shard in manifest["shards"]}
+        if shards and all(fnmatch.fnmatch(shard, pattern) for shard in shards):
+            total += manifest["total_images"]
+            covered |= shards
+    if covered == set(files):
+        return total
+    print(f"warning: no manifest covers every file of {pattern}; counting records (reads all of them once)", flush=True)
+    return sum(sum(1 for _ in tf.compat.v1.io.tf_record_iterator(path)) for path in files)
+
+
+def predict_input_fn(params, source: str):
+    """Input over raw image files for prediction: a folder, a glob pattern, or comma-separated files."""
+    if "," in source or not (tf.io.gfile.isdir(source) or glob.has_magic(source)):
+        source = [path for path in source.split(",") if path]
+        missing = [path for path in source if not tf.io.gfile.exists(path)]
+        if missing:
+            raise ConfigError(f"predict_input: {missing[0]} not found; give a folder, a file pattern, or existing files")
+    return lambda: inputs.raw_input_fn(params, tf.estimator.ModeKeys.PREDICT, source)
+
+
+def format_prediction(prediction: dict, params) -> str:
+    """``file<TAB>class name<TAB>probability`` for one predicted image."""
+    probability = prediction["probabilities"][prediction["class_id"]]
+    return f"{prediction['filename'].decode()}\t{prediction['class_name'].decode()}\t{probability:.4f}"
