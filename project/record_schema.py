@@ -67,4 +67,4 @@ def read_labels(path: str) -> list:
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path, "r") as handle:
-        return [line.rstrip("\n") for line in handle if line.strip()]
+        return [line.rstrip("\r\n") for line in handle if line.strip()]

@@ -1,0 +1,376 @@
+"""convert_dataset.py end to end: a messy folder in, valid shards, labels and manifest out."""
+
+import contextlib
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from PIL import ExifTags, Image
+
+import convert_dataset
+from project import record_schema
+from tests.conftest import ROOT, tf
+from tests.library.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
+
+MAX_EDGE = 64
+INT64_KEYS = (record_schema.HEIGHT, record_schema.WIDTH, record_schema.CHANNELS, record_schema.LABEL)
+BYTES_KEYS = (record_schema.ENCODED, record_schema.FORMAT, record_schema.CLASS_TEXT, record_schema.FILENAME)
+SHARD = re.compile(r"(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord")
+
+
+def save(path, image: Image.Image, format: str, **options) -> None:
+    """Save ``image`` at ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format, **options)
+
+
+def write(path, data: bytes) -> None:
+    """Write ``data`` at ``path``, creating its folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+
+
+def run(*argv) -> tuple:
+    """(exit code, stdout, stderr) of ``convert_dataset.main`` run in this process."""
+    stdout, stderr = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        code = convert_dataset.main([str(arg) for arg in argv])
+    return code, stdout.getvalue(), stderr.getvalue()
+
+
+def convert(dataset, output, *extra) -> tuple:
+    """Run the converter with the usual arguments (name ``train``, MAX_EDGE) plus ``extra``."""
+    return run("--dataset_dir", dataset, "--tfrecord_filename", "train", "--tfrecord_dir", output,
+               "--max_edge", MAX_EDGE, *extra)
+
+
+def shard_paths(directory, name="train") -> list:
+    """The finished shards of set ``name`` in ``directory``, in order."""
+    return sorted(str(p) for p in directory.iterdir() if (m := SHARD.fullmatch(p.name)) and m["name"] == name)
+
+
+def read_records(directory, name="train") -> list:
+    """Every record of set ``name`` in shard order, parsed, with its JPEG decoded by TensorFlow."""
+    jpeg = tf.compat.v1.placeholder(tf.string)
+    decoded = tf.image.decode_jpeg(jpeg)
+    parsed = []
+    with tf.compat.v1.Session() as session:
+        for path in shard_paths(directory, name):
+            for serialized in tf.compat.v1.io.tf_record_iterator(path):
+                feature = tf.train.Example.FromString(serialized).features.feature
+                record = {key: feature[key].int64_list.value[0] for key in INT64_KEYS}
+                record.update({key: feature[key].bytes_list.value[0] for key in BYTES_KEYS})
+                record["pixels"] = session.run(decoded, {jpeg: record[record_schema.ENCODED]})
+                record["shard"] = os.path.basename(path)
+                parsed.append(record)
+    return parsed
+
+
+# --- a messy folder, converted once for the tests that inspect the result ---
+
+USABLE = {  # file -> (height, width) stored
+    "cat/photo.jpg": (32, 48),
+    "cat/big.jpg": (32, 64),
+    "cat/sideways.jpg": (30, 60),
+    "cat/alpha.png": (16, 32),
+    "cat/animated.gif": (16, 32),
+    "cat/bitmap.bmp": (16, 32),
+    "cat/scan.tiff": (16, 32),
+    "cat/web.webp": (16, 32),
+    "cat/gray.png": (16, 32),
+    "cat/palette.png": (16, 32),
+    "cat/cmyk.jpg": (16, 32),
+    "cat/deep-16-bit.png": (16, 32),
+    "cat/nested/deeper/inner.jpg": (20, 30),
+    "dog/猫と犬 ünïcode.jpg": (20, 30),
+    "vögel/🐦.png": (20, 30),
+}
+SKIPPED = {  # file -> words of the reason
+    "dog/zero-byte.jpg": "empty file",
+    "dog/truncated.jpg": "truncated",
+    "dog/corrupt.png": "damaged image",
+    "dog/notes.txt": "not an image",
+    "dog/bomb.png": "decompression bomb",
+    "cat/loop": "links to a folder already included",
+}
+PIXEL_LIMIT = 100_000  # Pillow refuses images over twice this; the bomb has 240,000 pixels
+
+
+def build_messy_dataset(root) -> None:
+    """Every case of real folders: formats, modes, rotation, damage, hidden files, links, names."""
+    save(root / "cat/photo.jpg", noise((48, 32)), "JPEG")
+    save(root / "cat/big.jpg", noise((200, 100)), "JPEG")
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    save(root / "cat/sideways.jpg", halves((60, 30), RED, BLUE).transpose(Image.Transpose.ROTATE_90), "JPEG",
+         exif=exif, quality=95)
+    save(root / "cat/alpha.png", halves((32, 16), (0, 0, 0, 0), (*RED, 255), "RGBA"), "PNG")
+    save(root / "cat/animated.gif", Image.new("RGB", (32, 16), RED), "GIF", save_all=True,
+         append_images=[Image.new("RGB", (32, 16), BLUE)])
+    save(root / "cat/bitmap.bmp", Image.new("RGB", (32, 16), RED), "BMP")
+    save(root / "cat/scan.tiff", Image.new("RGB", (32, 16), RED), "TIFF")
+    save(root / "cat/web.webp", Image.new("RGBA", (32, 16), (*RED, 128)), "WEBP")
+    save(root / "cat/gray.png", Image.new("L", (32, 16), 90), "PNG")
+    save(root / "cat/palette.png", Image.new("RGB", (32, 16), RED).convert("P"), "PNG")
+    save(root / "cat/cmyk.jpg", Image.new("CMYK", (32, 16), (0, 255, 255, 0)), "JPEG")
+    save(root / "cat/deep-16-bit.png", Image.fromarray(np.full((16, 32), 40000, np.uint16)), "PNG")
+    save(root / "cat/nested/deeper/inner.jpg", noise((30, 20)), "JPEG", progressive=True)
+    save(root / "cat/.hidden.jpg", noise((30, 20)), "JPEG")
+    os.symlink("..", root / "cat/loop")
+    save(root / "dog/猫と犬 ünïcode.jpg", noise((30, 20)), "JPEG")
+    write(root / "dog/zero-byte.jpg", b"")
+    write(root / "dog/truncated.jpg", encoded(noise((40, 40)), "JPEG")[:-500])
+    save(root / "dog/corrupt.png", noise((40, 40)), "PNG")
+    write(root / "dog/corrupt.png", (root / "dog/corrupt.png").read_bytes()[:60] + bytes(200))  # pixel data zeroed
+    write(root / "dog/notes.txt", "collected at the zoo\n".encode())
+    save(root / "dog/bomb.png", Image.new("RGB", (600, 400)), "PNG")
+    save(root / "vögel/🐦.png", noise((30, 20)), "PNG")
+    (root / "empty").mkdir()
+    save(root / ".hidden_folder/x.jpg", noise((30, 20)), "JPEG")
+    write(root / "README.txt", b"my photos\n")
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    """(folder, exit code, stdout, stderr) of converting the messy dataset into its own folder."""
+    root = tmp_path_factory.mktemp("messy")
+    build_messy_dataset(root)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Image, "MAX_IMAGE_PIXELS", PIXEL_LIMIT)  # handed on to the worker processes
+        outcome = convert(root, root, "--num_workers", 2)
+    return (root, *outcome)
+
+
+@pytest.fixture(scope="module")
+def messy_records(messy):
+    """The records of the messy dataset's shards (read in a graph of their own: this outlives a test's)."""
+    with tf.Graph().as_default():
+        return read_records(messy[0])
+
+
+def manifest_of(directory, name="train") -> dict:
+    """The parsed manifest of set ``name``."""
+    return json.loads((directory / f"{name}-manifest.json").read_text())
+
+
+def test_the_run_succeeds_and_reports_what_it_did(messy):
+    _, code, stdout, stderr = messy
+    assert code == 0
+    summary = r"images: 15, skipped: 6, shards: 8, size: \d+\.\d MB, speed: \d+ images/s, output: .*\n"
+    assert re.fullmatch(summary, stdout)
+    assert "files skipped (not usable images): 6; each is listed with its reason in" in stderr
+    assert "warning: class folder empty has no usable images" in stderr
+    assert "Traceback" not in stderr
+
+
+def test_output_is_shards_labels_and_manifest_and_nothing_else(messy):
+    root = messy[0]
+    outputs = sorted(p.name for p in root.iterdir() if p.is_file())
+    shards = [f"train-{i:05d}-of-00008.tfrecord" for i in range(8)]
+    assert outputs == sorted(["README.txt", "labels.txt", "train-manifest.json", *shards])
+    assert record_schema.read_labels(str(root / "labels.txt")) == ["cat", "dog", "empty", "vögel"]
+
+
+def test_every_usable_image_is_one_record_with_consistent_fields(messy_records):
+    labels = ["cat", "dog", "empty", "vögel"]
+    assert sorted(r[record_schema.FILENAME].decode() for r in messy_records) == sorted(USABLE)
+    for record in messy_records:
+        filename = record[record_schema.FILENAME].decode()
+        class_name = record[record_schema.CLASS_TEXT].decode()
+        assert class_name == filename.split("/")[0]
+        assert record[record_schema.LABEL] == labels.index(class_name)
+        assert record[record_schema.FORMAT] == b"jpeg"
+        assert (record[record_schema.HEIGHT], record[record_schema.WIDTH]) == USABLE[filename]
+        assert record["pixels"].shape == (*USABLE[filename], 3) and record[record_schema.CHANNELS] == 3
+
+
+def test_records_hold_the_right_pixels(messy, messy_records):
+    by_name = {r[record_schema.FILENAME].decode(): r for r in messy_records}
+    assert by_name["cat/photo.jpg"][record_schema.ENCODED] == (messy[0] / "cat/photo.jpg").read_bytes()
+    sideways = by_name["cat/sideways.jpg"]["pixels"]  # stored upright: red left, blue right
+    np.testing.assert_allclose(sideways[15, 5], RED, atol=12)
+    np.testing.assert_allclose(sideways[15, 55], BLUE, atol=12)
+    np.testing.assert_allclose(by_name["cat/alpha.png"]["pixels"][8, 4], WHITE, atol=12)
+    np.testing.assert_allclose(by_name["cat/animated.gif"]["pixels"][8, 16], RED, atol=12)
+    np.testing.assert_allclose(by_name["cat/cmyk.jpg"]["pixels"][8, 16], RED, atol=12)
+    np.testing.assert_allclose(by_name["cat/deep-16-bit.png"]["pixels"][8, 16], (156, 156, 156), atol=3)
+
+
+def test_manifest_accounts_for_every_file(messy, messy_records):
+    manifest = manifest_of(messy[0])
+    assert manifest["total_images"] == 15
+    assert manifest["images_per_class"] == {"cat": 13, "dog": 1, "empty": 0, "vögel": 1}
+    assert (manifest["max_edge"], manifest["seed"], manifest["labels_file"]) == (MAX_EDGE, 0, "labels.txt")
+    records_per_shard = {}
+    for record in messy_records:
+        records_per_shard[record["shard"]] = records_per_shard.get(record["shard"], 0) + 1
+    for shard in manifest["shards"]:
+        assert shard["images"] == records_per_shard.get(shard["file"], 0)
+        assert shard["bytes"] == os.path.getsize(messy[0] / shard["file"])
+    assert [entry["file"] for entry in manifest["skipped"]] == sorted(SKIPPED)
+    for entry in manifest["skipped"]:
+        assert SKIPPED[entry["file"]] in entry["reason"]
+
+
+# --- label ids across separately converted sets ---
+
+
+def test_a_test_set_missing_a_class_gets_the_training_label_ids(tmp_path):
+    (tmp_path / "labels.txt").write_text("cat\ndog\nvögel\n")
+    save(tmp_path / "test/dog/1.jpg", noise((30, 20)), "JPEG")
+    code, _, stderr = convert(tmp_path / "test", tmp_path / "test", "--labels_file", tmp_path / "labels.txt",
+                              "--num_workers", 1)
+    assert code == 0, stderr
+    assert [r[record_schema.LABEL] for r in read_records(tmp_path / "test")] == [1]
+    assert (tmp_path / "test/labels.txt").read_text() == "cat\ndog\nvögel\n"
+    assert manifest_of(tmp_path / "test")["images_per_class"] == {"cat": 0, "dog": 1, "vögel": 0}
+    assert "warning" not in stderr  # classes absent from a test set are expected
+
+
+# --- same seed, same bytes ---
+
+
+def test_output_is_deterministic_for_a_seed_whatever_the_worker_count(tmp_path):
+    for index in range(12):
+        save(tmp_path / "data" / ("cat", "dog")[index % 2] / f"{index}.png", noise((80, 40), seed=index), "PNG")
+    outputs = {}
+    for label, seed, workers in [("a", 7, 1), ("b", 7, 2), ("c", 8, 2)]:
+        code, _, stderr = convert(tmp_path / "data", tmp_path / label, "--seed", seed, "--num_workers", workers)
+        assert code == 0, stderr
+        outputs[label] = [open(path, "rb").read() for path in shard_paths(tmp_path / label)]
+    assert outputs["a"] == outputs["b"]
+    assert outputs["a"] != outputs["c"]
+    assert sorted(b"".join(outputs["a"])) == sorted(b"".join(outputs["c"]))  # same records, other order
+
+
+def test_a_rerun_replaces_the_earlier_set(tmp_path):
+    for index in range(4):
+        save(tmp_path / "data/cat" / f"{index}.jpg", noise((30, 20), seed=index), "JPEG")
+    assert convert(tmp_path / "data", tmp_path / "out", "--num_workers", 1)[0] == 0
+    assert len(shard_paths(tmp_path / "out")) == 4  # default: one shard a file below 8 files
+    assert convert(tmp_path / "data", tmp_path / "out", "--num_workers", 1, "--num_shards", 2)[0] == 0
+    assert sorted(os.listdir(tmp_path / "out")) == [
+        "labels.txt", "train-00000-of-00002.tfrecord", "train-00001-of-00002.tfrecord", "train-manifest.json"]
+    assert len(read_records(tmp_path / "out")) == 4
+
+
+@pytest.mark.parametrize("num_files, total_bytes, expected", [
+    (5, 5 * 10**6, 5),  # a tiny set: one shard a file
+    (1000, 1000 * 10**6, 8),  # at least as many shards as the input pipeline interleaves
+    (10**6, 10**6 * 200_000, 235),  # a million photos: 384² * 0.25 bytes estimated each, 150 MB a shard
+    (10**6, 10**6 * 5_000, 32),  # a million thumbnails, stored as they are
+])
+def test_default_shard_count_follows_the_estimated_output_size(num_files, total_bytes, expected):
+    assert convert_dataset.default_num_shards(num_files, total_bytes, max_edge=384) == expected
+
+
+def test_output_goes_through_gfile_to_any_tensorflow_filesystem(tmp_path):
+    save(tmp_path / "data/cat/a.png", noise((30, 20)), "PNG")
+    output = f"ram://{tmp_path.name}/out"  # TensorFlow's in-memory filesystem, standing in for gs:// and the like
+    code, _, stderr = convert(tmp_path / "data", output, "--num_workers", 1)
+    assert code == 0, stderr
+    assert sorted(tf.io.gfile.listdir(output)) == ["labels.txt", "train-00000-of-00001.tfrecord", "train-manifest.json"]
+    assert len(list(tf.compat.v1.io.tf_record_iterator(f"{output}/train-00000-of-00001.tfrecord"))) == 1
+
+
+# --- mistakes get one line, no traceback ---
+
+
+def no_class_folders(root):
+    write(root / "data/a.jpg", encoded(noise((8, 8)), "JPEG"))
+
+
+def no_files(root):
+    (root / "data/cat").mkdir(parents=True)
+
+
+def class_not_in_labels(root):
+    write(root / "data/horse/a.jpg", encoded(noise((8, 8)), "JPEG"))
+    write(root / "labels.txt", b"cat\ndog\n")
+
+
+def nothing_usable(root):
+    write(root / "data/cat/a.jpg", b"not a jpeg")
+
+
+@pytest.mark.parametrize(
+    "make, extra, message",
+    [
+        (lambda root: None, (), r"--dataset_dir \S+/data does not exist or is not a folder; put each class's images"),
+        (lambda root: (root / "data").mkdir(), (), r"--dataset_dir \S+ has no class folders \(it is empty"),
+        (no_class_folders, (), r"--dataset_dir \S+ has no class folders"),
+        (no_files, (), r"the class folders in --dataset_dir \S+ hold no files"),
+        (class_not_in_labels, ("--labels_file", "{root}/labels.txt"),
+         r"class folder\(s\) horse of --dataset_dir \S+ are not in --labels_file \S+labels.txt; add them"),
+        (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"cannot read --labels_file \S+missing.txt"),
+        (nothing_usable, (), r"none of the files below --dataset_dir \S+ is a usable image; reasons in \S+\.json"),
+        (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see --help\)"),
+    ],
+    ids=["missing", "empty", "no-class-folders", "no-files", "class-not-in-labels", "missing-labels-file",
+         "nothing-usable", "bad-max-edge"],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, make, extra, message):
+    make(tmp_path)
+    extra = [arg.format(root=tmp_path) for arg in extra]
+    code, stdout, stderr = convert(tmp_path / "data", tmp_path / "out", "--num_workers", 1, *extra)
+    assert code == 1
+    assert re.fullmatch(rf"error: {message}.*", stderr.splitlines()[-1])  # after the progress bar, if it got that far
+    assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("output, message", [
+    ("file/out", r"cannot write to --tfrecord_dir \S+file/out: .*; pick a writable folder"),
+    ("data/records", r"--tfrecord_dir \S+records is inside --dataset_dir \S+, where its shards would be taken"),
+    ("data/cat/records", r"--tfrecord_dir \S+records is inside --dataset_dir"),
+])
+def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, output, message):
+    write(tmp_path / "data/cat/a.jpg", encoded(noise((8, 8)), "JPEG"))
+    write(tmp_path / "file", b"")
+    code, _, stderr = convert(tmp_path / "data", tmp_path / output)
+    assert code == 1
+    assert re.fullmatch(rf"error: {message}.*\n", stderr)
+
+
+# --- a killed run leaves nothing that passes for a finished shard ---
+
+
+def test_a_killed_run_leaves_only_complete_shards_and_a_rerun_finishes_cleanly(tmp_path):
+    image = tmp_path / "source.png"
+    save(image, noise((256, 256)), "PNG")  # ~3 ms to convert: 400 take over a second with one worker
+    for index in range(400):
+        (tmp_path / "data" / ("cat", "dog")[index % 2]).mkdir(parents=True, exist_ok=True)
+        os.link(image, tmp_path / "data" / ("cat", "dog")[index % 2] / f"{index}.png")
+    command = [sys.executable, os.path.join(ROOT, "convert_dataset.py"), "--dataset_dir", tmp_path / "data",
+               "--tfrecord_filename", "train", "--tfrecord_dir", tmp_path / "out", "--max_edge", 200,
+               "--num_shards", 20]
+
+    process = subprocess.Popen([str(arg) for arg in command + ["--num_workers", 1]], cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while process.poll() is None and time.monotonic() < deadline and not (
+            (tmp_path / "out").is_dir() and shard_paths(tmp_path / "out")):
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+    finished = shard_paths(tmp_path / "out")
+    assert 1 <= len(finished) < 20 and not (tmp_path / "out/train-manifest.json").exists()  # really mid-run
+    unfinished = set(os.listdir(tmp_path / "out")) - {os.path.basename(path) for path in finished}
+    assert all(name.startswith(".train-") for name in unfinished)  # hidden: no glob takes it for a shard
+    for path in finished:  # each one whole: every record intact and decodable
+        assert len(list(tf.compat.v1.io.tf_record_iterator(path))) == 20
+    assert len(read_records(tmp_path / "out")) == 20 * len(finished)
+
+    rerun = subprocess.run([str(arg) for arg in command + ["--num_workers", 2]], cwd=ROOT, capture_output=True,
+                           text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sorted(os.listdir(tmp_path / "out")) == sorted(
+        ["labels.txt", "train-manifest.json", *[f"train-{i:05d}-of-00020.tfrecord" for i in range(20)]])
+    assert len(read_records(tmp_path / "out")) == 400
