@@ -14,6 +14,7 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
 """
 
+import dataclasses
 import json
 import os
 import random
@@ -24,7 +25,7 @@ import time
 
 import numpy as np
 
-from library import atomic_file, config
+from library import atomic_file, config, distribution
 from library.best_checkpoint import BestCheckpoint
 from library.config import ConfigError
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
@@ -51,15 +52,18 @@ def session_config(settings) -> tf.compat.v1.ConfigProto:
     return session
 
 
-def make_estimator(settings, experiment, params, model_dir) -> tf.estimator.Estimator:
-    """The project's model_fn in an Estimator configured from the run options."""
+def make_estimator(settings, experiment, params, model_dir, strategy=None, tf_config=None,
+                   save_checkpoints_steps=None) -> tf.estimator.Estimator:
+    """The project's model_fn in an Estimator configured from the run options (and a strategy to train with)."""
     run_config = tf.estimator.RunConfig(
         model_dir=model_dir,
         tf_random_seed=settings.random_seed,
-        save_checkpoints_secs=settings.save_checkpoints_secs,
+        save_checkpoints_secs=None if save_checkpoints_steps else settings.save_checkpoints_secs,
+        save_checkpoints_steps=save_checkpoints_steps,
         keep_checkpoint_max=settings.keep_checkpoint_max,
-        session_config=session_config(settings),
+        session_config=distribution.with_device_filters(session_config(settings), settings.distribution, tf_config or {}),
         log_step_count_steps=None,  # the progress bar reports speed instead
+        train_distribute=strategy,
     )
     return tf.estimator.Estimator(experiment.model_fn, config=run_config, params=params)
 
@@ -128,45 +132,96 @@ def evaluation_summary(results: dict, epoch: float, epochs: int, record, improve
     return line + ("  * new best" if improved else "")
 
 
-def train(settings, experiment, params) -> int:
-    """Train to ``train_epochs`` in cycles of ``epochs_between_evals``, resuming where a run stopped."""
-    examples = experiment.train_examples(params)
-    steps_per_epoch = examples // settings.train_batch_size
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """How many steps make an epoch, a cycle between evaluations and the whole run."""
+
+    examples: int
+    images_per_step: int
+    steps_per_epoch: int
+    cycle_steps: int
+    total_steps: int
+
+
+def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan:
+    """Step counts from the epoch options; an epoch drops its last partial batch."""
+    steps_per_epoch = examples // images_per_step
     if steps_per_epoch == 0:
         raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
-    total_steps = settings.train_epochs * steps_per_epoch
-    cycle_steps = settings.epochs_between_evals * steps_per_epoch
-    params = {**params, "steps_per_epoch": steps_per_epoch, "train_steps": total_steps}
-    estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    config.write_config(settings, settings.model_dir)
-    log = EvaluationLog(settings.model_dir)
+    return TrainingPlan(examples, images_per_step, steps_per_epoch,
+                        settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
+
+
+def train(settings, experiment, params) -> int:
+    """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``."""
+    tf_config = distribution.read_tf_config(settings.distribution)
+    strategy = distribution.train_strategy(settings.distribution)
+    plan = plan_training(settings, experiment.train_examples(params),
+                         distribution.images_per_step(settings.train_batch_size, strategy, tf_config))
+    params = {**params, "steps_per_epoch": plan.steps_per_epoch, "train_steps": plan.total_steps}
+    in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
+    estimator = make_estimator(settings, experiment, params, settings.model_dir, strategy, tf_config,
+                               save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
+    task_type = tf_config.get("task", {}).get("type", "chief")
+    if task_type == "chief":
+        config.write_config(settings, settings.model_dir)
 
     def export_best(snapshot):
         export_saved_model(estimator, experiment, params, os.path.join(settings.best_model_dir, "export"), snapshot)
 
     best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
+    train_input_fn = distribution.training_input_fn(experiment.input_fn, params, settings.distribution, tf_config)
     step = global_step_of(settings.model_dir)
-    print(f"{examples} training images, {steps_per_epoch} steps an epoch, {total_steps} steps in all; "
+    print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
           f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
-    at_cycle_end = step > 0 and (step % cycle_steps == 0 or step >= total_steps)
-    if at_cycle_end and log.last_step != step:  # stopped between training and its evaluation
-        evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best)
-    while step < total_steps:
-        target = min((step // cycle_steps + 1) * cycle_steps, total_steps)
-        hooks = [
-            StopOnNonFiniteLossHook(),
-            ProgressBarHook(step - step % cycle_steps, target, settings.train_batch_size,
-                            f"epochs {step // steps_per_epoch}-{target // steps_per_epoch}"),
-        ]
-        estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=target, hooks=hooks)
-        step = target
-        evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best)
+    if in_cluster:
+        train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type)
+    else:
+        train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step)
     record = best.record
-    if record:
-        print(f"done: {total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
-              + (f", accuracy {record['metrics']['accuracy']:.2%}" if "accuracy" in record.get("metrics", {}) else "")
+    if record and task_type in ("chief", "evaluator"):
+        accuracy = record["metrics"].get("accuracy")
+        print(f"done: {plan.total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
+              + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
               + f"; snapshot in {settings.best_model_dir}", flush=True)
     return 0
+
+
+def train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step) -> None:
+    """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on."""
+    log = EvaluationLog(settings.model_dir)
+    at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
+    if at_cycle_end and log.last_step != step:  # stopped between training and its evaluation
+        evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
+    while step < plan.total_steps:
+        target = min((step // plan.cycle_steps + 1) * plan.cycle_steps, plan.total_steps)
+        hooks = [
+            StopOnNonFiniteLossHook(),
+            ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
+                            f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}"),
+        ]
+        estimator.train(train_input_fn, max_steps=target, hooks=hooks)
+        step = target
+        evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
+
+
+def train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type) -> None:
+    """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
+    log = EvaluationLog(settings.model_dir)
+
+    def on_evaluation(results, epoch, improved):
+        results = plain(results)
+        log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+        print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
+
+    hooks = [StopOnNonFiniteLossHook()]
+    if task_type == "chief":
+        hooks.append(ProgressBarHook(0, plan.total_steps, plan.images_per_step, "training"))
+    distribution.train_and_evaluate(
+        estimator, train_input_fn, lambda: experiment.input_fn(params, ModeKeys.EVAL),
+        max_steps=plan.total_steps, best=best, steps_per_epoch=plan.steps_per_epoch,
+        hooks=hooks, on_evaluation=on_evaluation,
+    )
 
 
 def evaluate(settings, experiment, params) -> int:

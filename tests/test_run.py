@@ -247,3 +247,19 @@ def test_user_mistakes_are_one_line_errors(project, tmp_path, capsys, argv, mess
     assert run_main(project, tmp_path, *argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_path):
+    command = [sys.executable, "-m", "library.local_cluster", "--workers", "1", "--ps", "1", "--evaluator", "--",
+               "run.py", "--project_file", str(project), "--config_set", "tiny", "--distribution", "parameter_server",
+               "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best")]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    # Two training tasks each step on half the global batch: an epoch is twice the steps.
+    total_steps = 4 * (len(COLORS) * IMAGES_PER_CLASS // (BATCH // 2))
+    assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == total_steps
+    assert evaluations(tmp_path)[-1]["global_step"] == total_steps
+    best = BestCheckpoint(str(tmp_path / "best"))
+    assert tf.train.latest_checkpoint(str(tmp_path / "best")) == best.checkpoint_path
+    assert best.record["loss"] == pytest.approx(min(entry["loss"] for entry in evaluations(tmp_path)))
+    assert "[evaluator]" in result.stdout and "[chief]" in result.stdout
