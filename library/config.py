@@ -131,44 +131,34 @@ def _flatten_set(loader: _Loader, sets: dict, set_name: str, path: str) -> dict:
     return walk(sets[set_name], set_name)
 
 
+# What YAML (or the command line, after parsing) may give for each declared type.
+_ACCEPTED = {bool: (bool,), int: (int,), float: (int, float), str: (str, int, float)}
+
+
+def _parse_text(kind: type, text: str):
+    """A command-line string as ``kind``; left as text when it is not one, for the type check to report."""
+    if kind is bool:
+        return {"true": True, "false": False}.get(text.lower(), text)
+    try:
+        return kind(text)
+    except ValueError:
+        return text
+
+
 def _coerce(option: Option, value: Any, where: str) -> Any:
     """Check ``value`` against the option's declared type, converting where the intent is clear."""
-    def fail():
-        raise ConfigError(
-            f"{where}: {option.name}: {value!r} is not a valid {option.describe_type()}"
-        )
-
-    if value is None:
+    if value is None or (value == "null" and option.default is None):
         return None
-    if option.type is bool:
-        if isinstance(value, str) and value.lower() in ("true", "false"):
-            value = value.lower() == "true"
-        if not isinstance(value, bool):
-            fail()
-    elif option.type is int:
-        if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                fail()
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail()
-    elif option.type is float:
-        if isinstance(value, str):
-            try:
-                value = float(value)
-            except ValueError:
-                fail()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail()
-        value = float(value)
-    elif option.type is str:
-        if isinstance(value, (dict, list, bool)):
-            fail()
-        value = str(value)
-    if option.choices and value not in option.choices:
-        fail()
-    return value
+    if isinstance(value, str) and option.type is not str:
+        value = _parse_text(option.type, value)
+    valid = (
+        isinstance(value, _ACCEPTED[option.type])
+        and isinstance(value, bool) == (option.type is bool)
+        and (not option.choices or value in option.choices)
+    )
+    if not valid:
+        raise ConfigError(f"{where}: {option.name}: {value!r} is not a valid {option.describe_type()}")
+    return option.type(value)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str], where: str) -> ConfigError:

@@ -264,3 +264,10 @@ def test_write_config_records_values_and_sources(tmp_path):
     assert written["config_set"] == "thinkpadx201t"
     assert "learning_rate: 0.0003  # command line" in open(path).read()
     assert os.listdir(tmp_path / "model") == ["config.yaml"]
+
+
+def test_null_from_the_command_line_unsets_an_optional_option():
+    settings = resolve("--config_set", "thinkpadx201t", "--random_seed", "null")
+    assert settings.random_seed is None
+    with pytest.raises(ConfigError, match=r"train_batch_size: 'null' is not a valid int"):
+        resolve("--train_batch_size", "null")
