@@ -16,7 +16,7 @@ PROJECT_OPTIONS = (
     Option("eval_batch_size", int, 64, "evaluation and prediction batch size"),
     Option("shuffle_buffer", int, 2048, "records held in the training shuffle buffer"),
     Option("cycle_length", int, 8, "TFRecord files read at once by the interleave"),
-    Option("num_parallel_calls", int, 0, "parallel image decodes; 0 = tf.data.AUTOTUNE"),
+    Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = tf.data.AUTOTUNE"),
     Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated image files"),
     Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
     Option("benchmark_input", bool, False, "run the training input pipeline alone and print images/s as JSON"),
