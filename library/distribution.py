@@ -48,8 +48,9 @@ SUPPORTED_TASKS = {
 TRAINING_TASKS = ("chief", "worker")
 CLUSTER_EXAMPLE = '{"chief": ["host0:2222"], "worker": ["host1:2222"]}'
 TASK_EXAMPLE = '{"type": "worker", "index": 0}'
-# Least seconds between two evaluations; the evaluator also looks for a new checkpoint this often.
-EVAL_THROTTLE_SECS = 30
+# Least seconds between two evaluations; the evaluator also looks for a new checkpoint this often
+# (cheap: a look at the checkpoint state file), so each cycle's checkpoint is evaluated promptly.
+EVAL_THROTTLE_SECS = 5
 
 
 def read_tf_config(distribution: str) -> dict:
