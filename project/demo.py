@@ -7,6 +7,7 @@ test images, export the trained feature extractor as a hub module and fine-tune 
 """
 
 import os
+import shlex
 import sys
 
 import numpy as np
@@ -61,7 +62,7 @@ def convert(split: str, labels_file: str = None) -> None:
 
 def run_step(*argv: str) -> None:
     """``python run.py ARGV`` in this process; stop the demo if it fails."""
-    print("$ python run.py " + " ".join(argv), flush=True)
+    print("$ " + shlex.join(["python", "run.py", *argv]), flush=True)
     code = run.main(list(argv))
     if code != 0:
         raise SystemExit(code)
@@ -89,7 +90,7 @@ def main() -> int:
     run_step("--config_set", "demo", "--mode", "evaluate", "--model", "best")
     step("Predicting a few test images")
     run_step("--config_set", "demo", "--mode", "predict", "--model", "best",
-             "--predict_input", os.path.join(RAW_DIR, "test", "7"))
+             "--predict_input", os.path.join(RAW_DIR, "test", "*", "digit_00[0-3]*.jpg"))
     step(f"Exporting the trained feature extractor as a hub module to {HUB_MODULE_DIR}")
     run_step("--config_set", "demo", "--mode", "export_hub", "--model", "best", "--output", HUB_MODULE_DIR)
     step("Fine-tuning from that hub module (`demo_finetune`)")
