@@ -12,6 +12,9 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
 - ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
 - ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
+- ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
+  ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
+  one-device ``mirrored`` run).
 """
 
 import dataclasses
@@ -152,10 +155,24 @@ def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan
                         settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
 
 
+def training_strategy(settings, experiment):
+    """The tf.distribute strategy to train with, if the experiment's model can run under one."""
+    strategy = distribution.train_strategy(settings.distribution)
+    if strategy is None or experiment.SUPPORTS_DISTRIBUTION_STRATEGIES:
+        return strategy
+    if settings.distribution == "mirrored" and strategy.num_replicas_in_sync == 1:
+        return None  # one device either way: train without the strategy
+    raise ConfigError(
+        f"distribution {settings.distribution}: this model's variables cannot be mirrored by tf.distribute "
+        "(see SUPPORTS_DISTRIBUTION_STRATEGIES in the experiment); use distribution parameter_server for several "
+        "machines or GPUs, or none"
+    )
+
+
 def train(settings, experiment, params) -> int:
     """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``."""
     tf_config = distribution.read_tf_config(settings.distribution)
-    strategy = distribution.train_strategy(settings.distribution)
+    strategy = training_strategy(settings, experiment)
     plan = plan_training(settings, experiment.train_examples(params),
                          distribution.images_per_step(settings.train_batch_size, strategy, tf_config))
     params = {**params, "steps_per_epoch": plan.steps_per_epoch, "train_steps": plan.total_steps}

@@ -22,6 +22,13 @@ serving_input_receiver_fn = inputs.serving_input_receiver_fn
 benchmark_input = inputs.benchmark_input
 export_feature_extractor = model.export_feature_extractor
 
+# hub.Module creates its variables by importing the module's graph (import_meta_graph),
+# outside the scope of any tf.distribute strategy, which therefore cannot mirror them:
+# MirroredStrategy fails with "colocate_vars_with must only be passed a variable created in
+# this tf.distribute.Strategy.scope()". Estimator's parameter-server replication needs no
+# strategy and works with hub modules.
+SUPPORTS_DISTRIBUTION_STRATEGIES = False
+
 
 def make_params(values: dict) -> dict:
     """Option values plus class_names, num_classes and the image size the feature extractor takes."""

@@ -263,3 +263,15 @@ def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_pa
     assert tf.train.latest_checkpoint(str(tmp_path / "best")) == best.checkpoint_path
     assert best.record["loss"] == pytest.approx(min(entry["loss"] for entry in evaluations(tmp_path)))
     assert "[evaluator]" in result.stdout and "[chief]" in result.stdout
+
+
+def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(project, tmp_path, capsys, monkeypatch):
+    assert run_main(project, tmp_path, "--distribution", "mirrored", "--train_epochs", "2") == 0
+    assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == 2 * STEPS_PER_EPOCH
+    capsys.readouterr()
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"chief": ["127.0.0.1:1"]}, "task": {"type": "chief", "index": 0}}))
+    assert run_main(project, tmp_path / "collective", "--distribution", "multi_worker") == 2
+    err = capsys.readouterr().err
+    assert err == ("error: distribution multi_worker: this model's variables cannot be mirrored by tf.distribute "
+                   "(see SUPPORTS_DISTRIBUTION_STRATEGIES in the experiment); use distribution parameter_server for "
+                   "several machines or GPUs, or none\n")
