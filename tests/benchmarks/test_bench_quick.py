@@ -35,7 +35,7 @@ def test_quick_suite_reports_four_rows_with_marked_targets(tmp_path):
         headline = row["targets"][0]
         assert isinstance(headline["value"], float) and headline["value"] > 0, row
         assert headline["met"] in (True, False), row
-        assert all(isinstance(value, (int, float, str, bool, type(None))) for value in row["figures"].values())
+        assert row["figures"] and all(goal["met"] in (True, False, None) for goal in row["targets"])
     memory = results["rows"][0]["targets"][1]
     assert memory["value"] is None and memory["met"] is None  # the 20,000 images are skipped in --quick
     assert results["machine"]["cores"] >= 1 and results["machine"]["cpu"]
