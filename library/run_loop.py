@@ -119,10 +119,15 @@ def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epo
     checkpoint = tf.train.latest_checkpoint(settings.model_dir)
     results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
     epoch = results["global_step"] / steps_per_epoch
-    log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
     improved = best.update_if_better(checkpoint, results, epoch)
-    print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
+    report_evaluation(log, results, epoch, settings, best, improved)
     return results
+
+
+def report_evaluation(log, results: dict, epoch: float, settings, best, improved: bool) -> None:
+    """Log an evaluation for resumed runs and print its one-line summary."""
+    log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+    print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
 
 
 def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool) -> str:
@@ -227,9 +232,7 @@ def train_in_cluster(settings, experiment, params, estimator, plan, best, train_
     log = EvaluationLog(settings.model_dir)
 
     def on_evaluation(results, epoch, improved):
-        results = plain(results)
-        log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
-        print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
+        report_evaluation(log, plain(results), epoch, settings, best, improved)
 
     hooks = [StopOnNonFiniteLossHook()]
     if task_type == "chief":
