@@ -39,7 +39,7 @@ def convert(dataset_dir: str, output_dir: str, workers: int) -> dict:
     return {
         "images": int(match.group(1)),
         "images_per_sec": float(match.group(2)),
-        "tree_rss": result["tree_rss"],
+        "tree_pss": result["tree_pss"],
         "main_hwm": result["main_hwm"],
         "main_cpu": result["main_cpu"],
         "tree_cpu": measure.own_cpu_seconds() - before,
@@ -61,7 +61,7 @@ def run(photos_dir: str, large_photos_dir, work_dir: str, budget, rounds: int, m
     log(f"  conversion: 1 worker vs {cores} (all cores), max_edge {MAX_EDGE}")
     done = measure.rounds({"1 worker": one(1), "all cores": one(cores)}, rounds, budget, max_extra, quiet_wait, log)
     speedup = measure.ratio_summary(done, "all cores", "1 worker")
-    small = {key: measure.median_detail(done, "all cores", key) for key in ("tree_rss", "main_hwm")}
+    small = {key: measure.median_detail(done, "all cores", key) for key in ("tree_pss", "main_hwm")}
     small["images"] = done[0]["all cores"].details["images"]
     one_worker = measure.used_samples(done, "1 worker")[0]["1 worker"].details
     figures = {
@@ -72,10 +72,10 @@ def run(photos_dir: str, large_photos_dir, work_dir: str, budget, rounds: int, m
         "speedup": speedup["ratio"],
         "main_process_cpu_seconds_1_worker": one_worker["main_cpu"],
         "tree_cpu_seconds_1_worker": one_worker["tree_cpu"],
-        "peak_tree_rss_small": small["tree_rss"],
+        "peak_tree_pss_small": small["tree_pss"],
         "peak_main_rss_small": small["main_hwm"],
     }
-    log(f"    {small['images']} images: peak tree RSS {small['tree_rss'] / 2**20:.0f} MB, "
+    log(f"    {small['images']} images: peak tree PSS {small['tree_pss'] / 2**20:.0f} MB, "
         f"main process {small['main_hwm'] / 2**20:.0f} MB")
     memory_ratio = None
     if large_photos_dir:
@@ -84,18 +84,18 @@ def run(photos_dir: str, large_photos_dir, work_dir: str, budget, rounds: int, m
         large = measure.sample(lambda: convert(large_photos_dir, large_output, cores))
         shutil.rmtree(large_output, ignore_errors=True)  # hundreds of MB nobody reads
         details = large.value
-        memory_ratio = details["tree_rss"] / small["tree_rss"]
+        memory_ratio = details["tree_pss"] / small["tree_pss"]
         figures.update({
             "images_large": details["images"],
             "images_per_sec_large": details["images_per_sec"],
-            "peak_tree_rss_large": details["tree_rss"],
+            "peak_tree_pss_large": details["tree_pss"],
             "peak_main_rss_large": details["main_hwm"],
             "memory_ratio": memory_ratio,
             "memory_ratio_main_process": details["main_hwm"] / small["main_hwm"],
             "others_during_large": large.others,
         })
         log(f"    {details['images']} images: {details['images_per_sec']:.0f} images/s, "
-            f"peak tree RSS {details['tree_rss'] / 2**20:.0f} MB, main process {details['main_hwm'] / 2**20:.0f} MB "
+            f"peak tree PSS {details['tree_pss'] / 2**20:.0f} MB, main process {details['main_hwm'] / 2**20:.0f} MB "
             f"(others {large.others:.2f})")
     if cores > 1:
         shutil.rmtree(outputs[1], ignore_errors=True)  # the records rows 2-4 read are the all-cores ones

@@ -51,7 +51,7 @@ def table_rows(results: dict) -> list:
                 f"{number}. {goal['name']}",
                 _number(goal["value"], goal["unit"]) + (f" ({measured[index]})" if measured[index] else ""),
                 f"{goal['direction']} {goal['threshold']:g}{goal['unit']}",
-                status(goal["met"]),
+                status(goal["met"]) + (" (disturbed)" if goal["noise"] and goal["noise"]["all_disturbed"] else ""),
                 _noise(goal["noise"]),
             ))
         for reference in row.get("references", []):

@@ -38,7 +38,12 @@ from project import experiment
 
 tf = import_tensorflow()
 ModeKeys = tf.estimator.ModeKeys
+END_TO_END_SECONDS = 50  # a round of the end-to-end loops on a quiet 2-core machine, kept for them
 TRACED_STEPS = 5  # steps run with a full trace after the timed window: per-op timing, and the wait for input
+# The cached batch has nothing to tune; without tf.data's autotuning thread, closing its session does
+# not wait for that thread's timed sleep (seconds, growing with the run: see RESULTS.md, row 4).
+NOTHING_TO_TUNE = tf.data.Options()
+NOTHING_TO_TUNE.autotune.enabled = False
 TRACE_NOISE = re.compile(r"GPU trace was not collected")  # logged by every traced step on a machine without a GPU
 
 
@@ -122,7 +127,7 @@ def session_loop(settings, params, warmup: int, steps: int, cached_batch=None):
         if cached_batch is None:
             dataset = experiment.input_fn(params, ModeKeys.TRAIN)
         else:
-            dataset = tf.data.Dataset.from_tensors(cached_batch).repeat()
+            dataset = tf.data.Dataset.from_tensors(cached_batch).repeat().with_options(NOTHING_TO_TUNE)
         iterator = tf.compat.v1.data.make_initializable_iterator(dataset)
         features, labels = iterator.get_next()
         train_op = experiment.model_fn(features, labels, ModeKeys.TRAIN, params).train_op
@@ -175,40 +180,50 @@ def op_type(node) -> str:
 
 
 def run(records_dir: str, work_dir: str, warmup: int, steps: int, fine_tuning_steps: int, input_rate: float,
-        budget, rounds: int, max_extra: int, quiet_wait: float, log=print) -> tuple:
-    """Rows 3 and 4. ``input_rate``: row 2's pipeline images/s, to say what share of the machine the input takes."""
+        budget, rounds: int, head_only_rounds: int, max_extra: int, quiet_wait: float, log=print) -> tuple:
+    """Rows 3 and 4. ``input_rate``: row 2's pipeline images/s, to say what share of the machine the input takes.
+
+    Each loop's rate varies by a few percent from one graph and session to the next (thread
+    placement, memory), even on a quiet machine, so the cheap head-only loops run
+    ``head_only_rounds`` rounds, the end-to-end ones ``rounds``.
+    """
     settings, params = project_config.settings_and_params(records_dir)
     params = training_params(settings, params)
     tuned_settings, tuned_params = project_config.settings_and_params(records_dir, "--fine_tuning")
     tuned_params = training_params(tuned_settings, tuned_params)
     cached = one_batch(params)  # the same preprocessing in both configurations
     tuned_warmup = min(warmup, 5)
-    measurements = {
+    head_loops = {
         "estimator": lambda: estimator_loop(settings, params, warmup, steps, work_dir),
         "session": lambda: session_loop(settings, params, warmup, steps),
         "synthetic": lambda: session_loop(settings, params, warmup, steps, cached),
+    }
+    tuned_loops = {
         "fine-tuning session": lambda: session_loop(tuned_settings, tuned_params, tuned_warmup, fine_tuning_steps),
         "fine-tuning synthetic": lambda: session_loop(tuned_settings, tuned_params, tuned_warmup, fine_tuning_steps,
                                                       cached),
     }
-    log(f"  training: {params['hub_module']}, batch {settings.train_batch_size}, {params['image_size']}x"
-        f"{params['image_size']}: head only ({warmup} warm-up + {steps} timed steps) and end to end "
-        f"({tuned_warmup} + {fine_tuning_steps})")
-    done = measure.rounds(measurements, rounds, budget, max_extra, quiet_wait=quiet_wait, log=log)
-    head_only = measure.ratio_summary(done, "session", "synthetic")
-    end_to_end = measure.ratio_summary(done, "fine-tuning session", "fine-tuning synthetic")
-    overhead = measure.ratio_summary(done, "estimator", "session")
+    log(f"  training, head only: {params['hub_module']}, batch {settings.train_batch_size}, {params['image_size']}x"
+        f"{params['image_size']}, {warmup} warm-up + {steps} timed steps")
+    head_budget = measure.Budget(budget.left() - END_TO_END_SECONDS * rounds)
+    head_done = measure.rounds(head_loops, head_only_rounds, head_budget, max_extra, quiet_wait, log)
+    log(f"  training, end to end (--fine_tuning): {tuned_warmup} warm-up + {fine_tuning_steps} timed steps")
+    tuned_done = measure.rounds(tuned_loops, rounds, budget, max_extra, quiet_wait, log)
+    done = {**{name: head_done for name in head_loops}, **{name: tuned_done for name in tuned_loops}}
+    head_only = measure.ratio_summary(head_done, "session", "synthetic")
+    end_to_end = measure.ratio_summary(tuned_done, "fine-tuning session", "fine-tuning synthetic")
+    overhead = measure.ratio_summary(head_done, "estimator", "session")
 
     def detail(name, key):
-        return measure.median_detail(done, name, key)
+        return measure.median_detail(done[name], name, key)
 
-    rates = {name: measure.median_value(done, name) for name in measurements}
+    rates = {name: measure.median_value(done[name], name) for name in done}
     batch = settings.train_batch_size
     input_ms_per_step = 1000 * batch / input_rate  # the whole machine's time the input work of one step takes
 
     def op_profile(real, synthetic, prefix):
         """The op types that take most of a step, real input vs cached batch (per-op timing of traced steps)."""
-        used = measure.used_samples(done, real, synthetic)
+        used = measure.used_samples(done[real], real, synthetic)
 
         def mean_op_ms(name):
             total = collections.Counter()
@@ -287,7 +302,7 @@ def run(records_dir: str, work_dir: str, warmup: int, steps: int, fine_tuning_st
             "step_ms_max_session": detail("session", "step_ms_max"),
             "checkpoint_seconds": checkpoint_seconds,
             "save_checkpoints_secs": settings.save_checkpoints_secs,
-            "end_of_training_seconds_max": max(r["estimator"].details["end_seconds"] for r in done),
+            "end_of_training_seconds_max": max(r["estimator"].details["end_seconds"] for r in head_done),
             "estimator_vs_session": overhead["ratio"] * amortized,
         },
         "targets": [target("framework: Estimator.train / bare Session, steps/s", overhead["ratio"] * amortized,

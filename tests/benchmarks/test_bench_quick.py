@@ -49,11 +49,26 @@ def test_quick_suite_reports_four_rows_with_marked_targets(tmp_path):
 
 
 def test_peak_memory_covers_the_whole_process_tree():
-    grandchild = "import time; block = bytearray(150 * 2**20); time.sleep(0.5)"
+    grandchild = "import time; block = bytearray(150 * 2**20); time.sleep(1)"
     child = f"import subprocess, sys; subprocess.run([sys.executable, '-c', {grandchild!r}]); print('done')"
     result = measure.run_with_peak_memory([sys.executable, "-c", child])
     assert result["returncode"] == 0 and result["stdout"] == "done\n"
-    assert result["tree_rss"] > 150 * 2**20 > result["main_hwm"]
+    assert result["tree_pss"] > 150 * 2**20 > result["main_hwm"]
+
+
+def test_peak_memory_counts_pages_shared_by_a_forked_child_once():
+    parent = (
+        "import os, time\n"
+        "block = bytearray(200 * 2**20)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    time.sleep(1)\n"
+        "    os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+    )
+    result = measure.run_with_peak_memory([sys.executable, "-c", parent])
+    assert result["returncode"] == 0, result["stderr"]
+    assert 200 * 2**20 < result["tree_pss"] < 300 * 2**20
 
 
 def test_rounds_repeat_a_disturbed_round_and_ratios_skip_it(monkeypatch):
