@@ -182,7 +182,7 @@ def checkpoint_files(checkpoint_path: str) -> list[str]:
 
 def snapshot_record(checkpoint_path: str, eval_results: dict, epoch: float) -> dict:
     """The JSON record of a snapshot, with numpy values turned into plain JSON numbers."""
-    metrics = {key: _plain(value) for key, value in eval_results.items() if key not in _OWN_FIELDS}
+    metrics = {key: json_ready(value) for key, value in eval_results.items() if key not in _OWN_FIELDS}
     return {
         "step": int(eval_results["global_step"]),
         "epoch": float(epoch),
@@ -193,7 +193,7 @@ def snapshot_record(checkpoint_path: str, eval_results: dict, epoch: float) -> d
     }
 
 
-def _plain(value):
+def json_ready(value):
     """A numpy scalar or array as the Python number or list that ``json`` can write."""
     return value.tolist() if hasattr(value, "tolist") else value
 

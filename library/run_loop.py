@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from library import atomic_file, config, distribution
-from library.best_checkpoint import BestCheckpoint
+from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
 from library.tensorflow_env import import_tensorflow
@@ -111,7 +111,7 @@ class EvaluationLog:
 
 def plain(results: dict) -> dict:
     """Evaluation results as JSON-ready Python numbers."""
-    return {key: value.item() if hasattr(value, "item") else value for key, value in results.items()}
+    return {key: json_ready(value) for key, value in results.items()}
 
 
 def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best) -> dict:
