@@ -1,21 +1,30 @@
 """Package graph-mode image feature extractors as TF1 Hub modules (``hub.Module`` format).
 
-A network is any function ``network(images, is_training, params) -> features``. The
-modules written here follow the conventions of TF Hub's image feature-vector modules,
-so a consumer treats them like any module from tfhub.dev:
+A network is any function ``network(images, is_training, params) -> outputs``: a dict
+with the features [batch, D] under ``default`` and, by TF Hub's custom, a few named
+intermediate feature maps (``"<architecture>/<layer>"``), or the features tensor alone.
+The modules written here follow the conventions of TF Hub's image feature-vector modules
+(tensorflow/hub ``docs/common_signatures/images.md``), so code written for tfhub.dev
+modules uses them unchanged:
 
-- signature ``default``: input ``images``, float32 RGB [batch, S, S, 3] in [0, 1];
-  output ``default``, features [batch, D];
+- signatures ``default`` and ``image_feature_vector``, the same: input ``images``, float32
+  RGB [batch, S, S, 3] in [0, 1]; outputs ``default`` (features [batch, D]) and the
+  network's named feature maps;
 - graph variants: tags ``{"train"}`` build the network with ``is_training=True`` (batch
-  statistics, moving-average updates in UPDATE_OPS), the default empty tag set with
-  ``is_training=False`` for evaluation, inference and frozen feature extraction;
+  statistics, moving-average updates in UPDATE_OPS, its regularization losses in
+  REGULARIZATION_LOSSES), the default empty tag set with ``is_training=False`` for
+  evaluation, inference and frozen feature extraction;
 - an attached ``hub.ImageModuleInfo`` with the default image size S x S, so
-  ``hub.get_expected_image_size`` reads it.
+  ``hub.get_expected_image_size`` reads it;
+- a module written from freshly initialized variables holds a ``random_weights.txt`` that
+  says so (:func:`has_random_weights`), so a consumer can refuse to train a head on its
+  random features; a module written from trained variables (a checkpoint, weight values) has none.
 
 Command line (the package holding the ``NETWORKS`` dict is a parameter, so this module
 knows no project)::
 
     python -m library.hub_module --network small_cnn --output out/hub/small_cnn
+    python -m library.hub_module --keras_application MobileNetV2 --weights mobilenet_v2.h5 --output out/hub/mnv2
 """
 
 import importlib
@@ -31,6 +40,8 @@ import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
 
 TRAIN_TAGS = frozenset({"train"})
 MODULE_DEF_FILE = "tfhub_module.pb"  # The file that makes a directory a TF1 Hub module.
+SIGNATURES = ("default", "image_feature_vector")
+RANDOM_WEIGHTS_FILE = "random_weights.txt"  # in a module written from freshly initialized variables
 
 
 def create_spec(network, image_size, params, seed=None):
@@ -43,24 +54,41 @@ def create_spec(network, image_size, params, seed=None):
         if seed is not None:
             tf.compat.v1.set_random_seed(seed)
         images = tf.compat.v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="images")
-        features = network(images, is_training, params)
-        hub.add_signature(inputs={"images": images}, outputs={"default": features})
-        size = hub.ImageModuleInfo.InputSize(height=image_size, width=image_size)
-        hub.attach_image_module_info(hub.ImageModuleInfo(default_image_size=size))
+        add_image_signatures(images, network(images, is_training, params), image_size)
 
     return hub.create_module_spec(
         module_fn, tags_and_args=[(TRAIN_TAGS, {"is_training": True}), (set(), {"is_training": False})]
     )
 
 
-def export_spec(spec, output_dir):
-    """Write ``spec`` with freshly initialized variables: an untrained network as a module."""
+def add_image_signatures(images, outputs, image_size):
+    """Inside a module_fn: the image signatures and the input size, by TF Hub's image conventions."""
+    outputs = outputs if isinstance(outputs, dict) else {"default": outputs}
+    for signature in SIGNATURES:
+        hub.add_signature(signature, inputs={"images": images}, outputs=outputs)
+    size = hub.ImageModuleInfo.InputSize(height=image_size, width=image_size)
+    hub.attach_image_module_info(hub.ImageModuleInfo(default_image_size=size))
+
+
+def has_random_weights(module_dir: str) -> bool:
+    """Whether the module at ``module_dir`` was written from freshly initialized variables."""
+    return tf.io.gfile.exists(os.path.join(module_dir, RANDOM_WEIGHTS_FILE))
+
+
+def export_spec(spec, output_dir, values=None):
+    """Write ``spec`` with freshly initialized variables, or those of ``values`` ({variable name: value})."""
     def write(path):
         with tf.Graph().as_default():
             module = hub.Module(spec)
             with tf.compat.v1.Session() as session:
                 session.run(tf.compat.v1.global_variables_initializer())
+                for name, variable in (module.variable_map.items() if values is not None else ()):
+                    variable.load(values[name], session)
                 module.export(path, session)
+        if values is None:
+            with tf.io.gfile.GFile(os.path.join(path, RANDOM_WEIGHTS_FILE), "w") as handle:
+                handle.write("This module's variables were freshly initialized, not trained: train it with "
+                             "fine_tuning True, or export a trained model with run.py --mode export_hub.\n")
 
     _write_directory(output_dir, write)
 
@@ -126,9 +154,14 @@ def _parser():
     """Command-line flags; errors are one line."""
     parser = _OneLineParser(
         prog="python -m library.hub_module",
-        description="Write a network as a TF1 Hub image feature-vector module with fresh variables.",
+        description="Write a TF1 Hub image feature-vector module: a project network with fresh (random) "
+                    "variables, or a Keras Application with its trained weights.",
     )
-    parser.add_argument("--network", required=True, help="name of the network in the package's NETWORKS")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--network", help="name of a network in the package's NETWORKS (random weights)")
+    source.add_argument("--keras_application",
+                        help="a tf.keras.applications model, e.g. MobileNetV2, ResNet50, EfficientNetB0")
+    parser.add_argument("--weights", help="--keras_application: its .h5 weights file, or imagenet (downloads)")
     parser.add_argument("--output", required=True,
                         help="module directory to write (an earlier module there is replaced)")
     parser.add_argument("--image_size", type=_positive(int), default=224, help="input height and width (default: 224)")
@@ -151,12 +184,19 @@ def main(argv=None) -> int:
     """Export the chosen network; print the module directory, or a one-line error and return non-zero."""
     parser = _parser()
     args = parser.parse_args(argv)
+    if bool(args.keras_application) != bool(args.weights):
+        parser.error("--weights goes with --keras_application (and it needs them)")
     try:
-        networks = _networks(args.networks_package)
-        if args.network not in networks:
-            parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks))}")
-        params = {"image_size": args.image_size, "width_multiplier": args.width_multiplier}
-        export_spec(create_spec(networks[args.network], args.image_size, params), args.output)
+        if args.keras_application:
+            from library import keras_application
+
+            keras_application.export(args.keras_application, args.weights, args.image_size, args.output)
+        else:
+            networks = _networks(args.networks_package)
+            if args.network not in networks:
+                parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks))}")
+            params = {"image_size": args.image_size, "width_multiplier": args.width_multiplier}
+            export_spec(create_spec(networks[args.network], args.image_size, params), args.output)
     except (ValueError, tf.errors.OpError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

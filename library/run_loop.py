@@ -12,6 +12,7 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
 - ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
 - ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
+- ``describe(params) -> str``: a line printed when training starts (e.g. which network is used).
 - ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
   ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
   one-device ``mirrored`` run).
@@ -194,6 +195,7 @@ def train(settings, experiment, params) -> int:
     best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
     train_input_fn = distribution.training_input_fn(experiment.input_fn, params, settings.distribution, tf_config)
     step = global_step_of(settings.model_dir)
+    print(experiment.describe(params), flush=True)
     print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
           f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
     if in_cluster:

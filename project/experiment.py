@@ -9,6 +9,7 @@ import fnmatch
 import glob
 import json
 import os
+import sys
 
 from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
@@ -31,7 +32,10 @@ SUPPORTS_DISTRIBUTION_STRATEGIES = False
 
 
 def make_params(values: dict) -> dict:
-    """Option values plus class_names, num_classes and the image size the feature extractor takes."""
+    """Option values plus class_names, num_classes and the image size the feature extractor takes.
+
+    Refuses a feature extractor that cannot work (e.g. a head on random features).
+    """
     labels_file = values["labels_file"]
     if not labels_file or not tf.io.gfile.exists(labels_file):
         raise ConfigError(f"labels_file: {labels_file} not found; convert the data set first (convert_dataset.py writes it)")
@@ -40,10 +44,17 @@ def make_params(values: dict) -> dict:
         raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
     params = {**values, "class_names": class_names, "num_classes": len(class_names)}
     try:
+        for warning in feature_extractor.check(params):
+            print(warning, file=sys.stderr, flush=True)
         params["image_size"] = feature_extractor.input_image_size(params)
     except ValueError as error:
         raise ConfigError(str(error)) from None
     return params
+
+
+def describe(params) -> str:
+    """The line printed when training starts: which feature extractor, signature, output and sizes."""
+    return feature_extractor.describe(params)
 
 
 def train_examples(params) -> int:

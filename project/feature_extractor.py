@@ -1,53 +1,125 @@
-"""Where the model's feature extractor comes from, named by the ``hub_module`` hyperparameter.
+"""Where the model's feature extractor comes from, and which of its outputs feeds the head.
 
-A project network name (``project.networks.NETWORKS``) builds that network's module spec
-in memory; anything else is a TF1 Hub module that ``hub.load_module_spec`` resolves: a
-directory, a ``file://`` path, or a URL (downloaded into ``TFHUB_CACHE_DIR`` when set).
-Either way model_fn gets a ModuleSpec and wraps it in one ``hub.Module``.
+``hub_module`` names either a project network (``project.networks.NETWORKS``), built in
+memory with freshly initialized, random weights (so it must be trained: ``fine_tuning``),
+or a TF1 Hub module: a directory, a ``file://`` path or a URL (downloaded into
+``TFHUB_CACHE_DIR`` when set), used by TF Hub's conventions (``library.image_module``):
+the ``image_feature_vector`` signature where there is one, unless ``hub_signature`` and
+``hub_output`` say otherwise. A module written from random weights
+(``python -m library.hub_module --network``) counts as random too.
+
+Module specs are built or loaded once per process and reused by every model_fn call.
 
 Pixel range: modules take float32 RGB in [0, 1], TF Hub's image-module convention
 (modules carry no pixel-range field); see ``preprocessing.to_module_range``.
 """
 
-import os
+import dataclasses
+import functools
+import json
 
-from library import hub_module
-from library.tensorflow_env import import_tensorflow
+from library import hub_module, image_module
+from library.image_module import ModuleNotFetchedError, NotAModuleError
 from project.networks import NETWORKS
 
-tf = import_tensorflow()
-import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
+OFFLINE_HINT = (
+    "without internet, make a pretrained module from Keras Applications weights (python -m library.hub_module "
+    "--keras_application MobileNetV2 --weights PATH.h5 --image_size 224 --output DIR) and set --hub_module DIR, "
+    "or train from scratch with --hub_module small_cnn --fine_tuning (README: Pretrained feature extractors)"
+)
 
 
-def module_spec(params):
-    """The ModuleSpec ``params["hub_module"]`` names."""
+@dataclasses.dataclass(frozen=True)
+class FeatureExtractor:
+    """A module spec and how the model uses it."""
+
+    spec: object  # hub.ModuleSpec
+    use: image_module.ImageModuleUse
+    random_weights: bool
+
+
+def resolve(params) -> FeatureExtractor:
+    """The feature extractor ``params`` name; ValueError (one line) when it cannot be used as asked."""
     name = params["hub_module"]
     if name in NETWORKS:
-        return hub_module.create_spec(NETWORKS[name], params["image_size"], params, seed=params["random_seed"])
-    return hub.load_module_spec(_checked_handle(name))
+        spec, random_weights = _network_spec(name, params["image_size"], params.get("random_seed"), _settings(params)), True
+    else:
+        spec, random_weights = _loaded_spec(name)
+    return FeatureExtractor(spec, image_module.choose(spec, name, params.get("hub_signature"), params.get("hub_output")),
+                            random_weights)
 
 
 def input_image_size(params) -> int:
     """Height and width of the images the feature extractor takes: a module's own, or ``image_size``."""
-    if params["hub_module"] in NETWORKS:
+    fixed = resolve(params).use.fixed_image_size
+    if fixed is None:
         return params["image_size"]
-    height, width = hub.get_expected_image_size(module_spec(params))
+    height, width = fixed
     if height != width:
-        raise ValueError(
-            f"hub_module {params['hub_module']} takes {height}x{width} images; only square inputs are supported"
-        )
+        raise ValueError(f"hub_module {params['hub_module']} takes {height}x{width} images; "
+                         "only square inputs are supported")
     return height
 
 
-def _checked_handle(handle):
-    """``handle`` unchanged, once a local one is known to be a module directory (hub's own error is a bare IOError)."""
-    if "://" in handle and not handle.startswith("file://"):
-        return handle
-    directory = handle.removeprefix("file://")
-    if not tf.io.gfile.exists(os.path.join(directory, hub_module.MODULE_DEF_FILE)):
+def check(params) -> list:
+    """Refuse a feature extractor that cannot work as configured (ValueError, one line); warnings to show."""
+    extractor, name = resolve(params), params["hub_module"]
+    if extractor.random_weights and not params["fine_tuning"]:
         raise ValueError(
+            f"hub_module {name} starts from random weights and fine_tuning is False: only the head would train, "
+            "on random features; train it from scratch with --fine_tuning, or use a pretrained module "
+            "(a tfhub.dev TF1 image module, python -m library.hub_module --keras_application, or a model of yours "
+            "exported with --mode export_hub; README: Pretrained feature extractors)"
+        )
+    size, warnings = input_image_size(params), []
+    if size != params["image_size"]:
+        warnings.append(f"warning: image_size {params['image_size']} is not used: module {name} takes {size}x{size} images")
+    if params["fine_tuning"] and not extractor.use.has_train_variant:
+        warnings.append(f"warning: module {name} has no 'train' graph variant: fine-tuning runs its inference graph, "
+                        "so its batch-norm statistics stay as loaded")
+    return warnings
+
+
+def describe(params) -> str:
+    """Which module, signature, output and sizes are used: the line that starts a training run."""
+    extractor, size = resolve(params), input_image_size(params)
+    use = extractor.use
+    origin = "image_size" if use.fixed_image_size is None else "fixed by the module"
+    return (
+        f"feature extractor: {params['hub_module']} "
+        f"({'random weights, trained from scratch' if extractor.random_weights else 'pretrained'}); "
+        f"signature {use.signature}, output {use.output}: {use.feature_size} features; "
+        f"input {size}x{size} ({origin}); "
+        + ("fine-tuned with the head" if params["fine_tuning"] else "frozen, only the head trains")
+    )
+
+
+def _settings(params) -> str:
+    """The hyperparameters a network may read, as a hashable key (the spec is rebuilt when one changes)."""
+    from project.options import HYPERPARAMETER_OPTIONS
+
+    return json.dumps({option.name: params.get(option.name) for option in HYPERPARAMETER_OPTIONS}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _network_spec(name, image_size, seed, settings):
+    """A project network's spec, built once per process for each size, seed and hyperparameters."""
+    return hub_module.create_spec(NETWORKS[name], image_size, json.loads(settings), seed=seed)
+
+
+@functools.lru_cache(maxsize=8)
+def _loaded_spec(handle):
+    """(spec, random weights?) of a module handle, loaded once per process."""
+    try:
+        path = image_module.resolve(handle)
+    except ModuleNotFetchedError as error:
+        raise ModuleNotFetchedError(f"{error}; {OFFLINE_HINT}") from None
+    try:
+        spec = image_module.load_spec(path, handle)
+    except NotAModuleError:
+        raise NotAModuleError(
             f"hub_module '{handle}' is neither a project network ({', '.join(NETWORKS)}) nor a TF1 Hub module "
             f"directory (no {hub_module.MODULE_DEF_FILE} there); fix the path, or write a module with "
             "`python -m library.hub_module` or `run.py --mode export_hub`"
-        )
-    return handle
+        ) from None
+    return spec, hub_module.has_random_weights(path)

@@ -6,10 +6,14 @@
 ``feature_extractor.input_image_size``; ``labels`` are int32 or int64 class ids [batch].
 Other features (the file name in batch prediction) are passed through to the predictions.
 
+The features are the output of the module signature that ``feature_extractor`` picks
+(TF Hub's ``image_feature_vector`` convention, or ``hub_signature`` / ``hub_output``).
 fine_tuning False: the module is instantiated untrainable with its inference graph, so
 its variables, batch-norm moving averages included, stay as loaded; only the head learns.
 fine_tuning True: in training the module's ``train`` graph runs (batch statistics) and its
-moving-average updates join the train op with the other UPDATE_OPS.
+moving-average updates join the train op with the other UPDATE_OPS; the module's own
+regularization losses (imported by hub.Module when trainable) join the loss. A module
+without a ``train`` variant is fine-tuned through its inference graph.
 """
 
 from library import hub_module
@@ -46,13 +50,15 @@ def model_fn(features, labels, mode, params):
         other_features = {name: value for name, value in features.items() if name != "image"}
         return predict_spec(logits, params["class_names"], other_features)
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
-    loss = cross_entropy + weight_decay
+    module_regularization = v1.losses.get_regularization_loss(name="module_regularization")
+    loss = cross_entropy + weight_decay + module_regularization
     if mode == ModeKeys.EVAL:
         metrics = eval_metrics(labels, logits, params["num_classes"])
         return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
     v1.summary.scalar("loss", loss)
     v1.summary.scalar("loss/cross_entropy", cross_entropy)
     v1.summary.scalar("loss/weight_decay", weight_decay)
+    v1.summary.scalar("loss/module_regularization", module_regularization)
     correct = tf.equal(tf.argmax(logits, 1, output_type=labels.dtype), labels)
     v1.summary.scalar("accuracy", tf.reduce_mean(tf.cast(correct, tf.float32)))
     v1.summary.image("images", images, max_outputs=SUMMARY_IMAGES)
@@ -61,14 +67,15 @@ def model_fn(features, labels, mode, params):
 
 def extract_features(images, training, params):
     """Features [batch, D] of the module ``params["hub_module"]``, trainable when fine-tuning."""
-    fine_tuning = params["fine_tuning"]
+    extractor = feature_extractor.resolve(params)
+    fine_tuning, use = params["fine_tuning"], extractor.use
     module = hub.Module(
-        feature_extractor.module_spec(params),
+        extractor.spec,
         trainable=fine_tuning,
-        tags=hub_module.TRAIN_TAGS if training and fine_tuning else None,
+        tags=hub_module.TRAIN_TAGS if training and fine_tuning and use.has_train_variant else None,
         name=MODULE_SCOPE,
     )
-    return module(images)
+    return module({use.input_name: images}, signature=use.signature, as_dict=True)[use.output]
 
 
 def classification_head(features, training, params):
@@ -161,4 +168,4 @@ def predict_spec(logits, class_names, passed_through):
 
 def export_feature_extractor(params, checkpoint_path, output_dir):
     """Write the feature extractor of a checkpoint of this model as a TF1 Hub module (for transfer learning)."""
-    hub_module.export_from_checkpoint(feature_extractor.module_spec(params), checkpoint_path, output_dir, MODULE_SCOPE)
+    hub_module.export_from_checkpoint(feature_extractor.resolve(params).spec, checkpoint_path, output_dir, MODULE_SCOPE)

@@ -23,9 +23,17 @@ PROJECT_OPTIONS = (
     Option("benchmark_batches", int, 200, "batches timed by --benchmark_input, after a warm-up"),
 )
 
+# TF Hub's TF1 MobileNetV2 (ImageNet) feature-vector module; versions 4 and later are TF2 SavedModels.
+PRETRAINED_MODULE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
+
 HYPERPARAMETER_OPTIONS = (
-    Option("hub_module", str, "small_cnn", "feature extractor: a project network name, a hub module path, file:// or URL", HP),
-    Option("image_size", int, 224, "input height and width of project networks (hub modules bring their own)", HP),
+    Option("hub_module", str, PRETRAINED_MODULE,
+           "feature extractor: a TF1 Hub module (path, file:// or URL) or a project network name (random weights)", HP),
+    Option("hub_signature", str, None, "module signature giving the features; null: image_feature_vector if "
+           "the module has it, else default", HP),
+    Option("hub_output", str, None, "output of that signature; null: default", HP),
+    Option("image_size", int, 224, "input height and width of project networks and of modules of any size "
+           "(modules of a fixed size bring their own)", HP),
     Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HP),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("learning_rate", float, 1e-4, "initial learning rate", HP),

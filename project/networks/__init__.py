@@ -1,7 +1,9 @@
 """Image feature extractors written for graph mode, packaged as TF1 Hub modules by library.hub_module.
 
-Each network is ``network(images, is_training, params) -> features``: float32 RGB images
-[batch, S, S, 3] in [0, 1] (the TF Hub image-module convention) to features [batch, D].
+Each network is ``network(images, is_training, params) -> outputs``: float32 RGB images
+[batch, S, S, 3] in [0, 1] (the TF Hub image-module convention) to a dict with the features
+[batch, D] under ``default`` and named intermediate feature maps (``"<network>/<layer>"``),
+which the written hub modules offer as extra outputs, as tfhub.dev modules do.
 ``is_training`` picks batch statistics (and their moving-average updates) over moving
 averages; ``params`` is the run's dict of options, of which a network reads its own.
 """

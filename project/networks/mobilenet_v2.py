@@ -28,21 +28,23 @@ CHANNEL_DIVISOR = 8
 
 
 def mobilenet_v2(images, is_training, params):
-    """Features [batch, 1280 * max(1, width)] of float32 images [batch, S, S, 3] in [0, 1]."""
+    """Features [batch, 1280 * max(1, width)] of float32 images [batch, S, S, 3] in [0, 1], and each stage's output."""
     width = params["width_multiplier"]
     activations = tf.nn.relu6(
         layers.conv_batch_norm(images, scaled_channels(STEM_CHANNELS, width), 3, 2, is_training, "stem")
     )
+    outputs = {}
     for stage, (expansion, channels, repeats, first_stride) in enumerate(STAGES):
         for repeat in range(repeats):
             activations = inverted_residual(
                 activations, expansion, scaled_channels(channels, width),
                 first_stride if repeat == 0 else 1, is_training, f"stage{stage}/block{repeat}",
             )
+        outputs[f"mobilenet_v2/stage{stage}"] = activations
     # As in the paper, narrow networks keep all 1280 feature channels.
     feature_channels = scaled_channels(FEATURE_CHANNELS, max(width, 1.0))
     activations = tf.nn.relu6(layers.conv_batch_norm(activations, feature_channels, 1, 1, is_training, "features"))
-    return layers.global_average_pool(activations)
+    return {"default": layers.global_average_pool(activations), "mobilenet_v2/features": activations, **outputs}
 
 
 def inverted_residual(inputs, expansion, channels, stride, is_training, name):

@@ -17,10 +17,11 @@ BATCH_NORM_MOMENTUM = 0.9
 
 
 def small_cnn(images, is_training, params):
-    """Features [batch, 64] of float32 images [batch, S, S, 3] in [0, 1]; no params to read."""
+    """Features [batch, 64] of float32 images [batch, S, S, 3] in [0, 1], and each convolution's feature map."""
     del params  # The registry's common signature; this network has no options.
-    activations = images
+    activations, outputs = images, {}
     for index, (filters, stride) in enumerate(CONVOLUTIONS):
         activations = tf.nn.relu(layers.conv_batch_norm(
             activations, filters, 3, stride, is_training, f"conv{index}", BATCH_NORM_MOMENTUM))
-    return layers.global_average_pool(activations)
+        outputs[f"small_cnn/conv{index}"] = activations
+    return {"default": layers.global_average_pool(activations), **outputs}

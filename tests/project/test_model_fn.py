@@ -61,7 +61,8 @@ def test_train_spec(fine_tuning, trainable_variables, update_ops):
     assert len(v1.trainable_variables()) == trainable_variables
     assert len(v1.get_collection(v1.GraphKeys.UPDATE_OPS)) == update_ops
     summaries = {summary.op.name for summary in v1.get_collection(v1.GraphKeys.SUMMARIES)}
-    assert summaries == {"loss", "loss/cross_entropy", "loss/weight_decay", "accuracy", "images", "learning_rate"}
+    assert summaries == {"loss", "loss/cross_entropy", "loss/weight_decay", "loss/module_regularization", "accuracy",
+                         "images", "learning_rate"}
 
 
 @pytest.mark.parametrize("num_classes, metrics", [
@@ -227,7 +228,7 @@ def exported_module(trained, tmp_path_factory):
 def test_exported_feature_extractor_reproduces_the_trained_features(trained, exported_module):
     images = tf.constant(np.random.RandomState(2).uniform(size=[2, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.float32)
     exported = hub.Module(exported_module, name="exported")(images)
-    spec = feature_extractor.module_spec(make_params())
+    spec = feature_extractor.resolve(make_params()).spec
     trained_features = hub.Module(spec, name=model_fn.MODULE_SCOPE)(images)
     module_variables = [v for v in v1.global_variables() if v.op.name.startswith(MODULE_PREFIX)]
     with v1.Session() as session:

@@ -21,8 +21,10 @@ def parameter_count(variables):
 def test_mobilenet_v2_has_the_reference_sizes(width, trainable, total, feature_channels):
     """Same counts as Keras' MobileNetV2(include_top=False, alpha=width) at 224x224."""
     images = v1.placeholder(tf.float32, [None, 224, 224, 3])
-    features = NETWORKS["mobilenet_v2"](images, True, {"width_multiplier": width})
-    assert features.shape.as_list() == [None, feature_channels]
+    outputs = NETWORKS["mobilenet_v2"](images, True, {"width_multiplier": width})
+    assert outputs["default"].shape.as_list() == [None, feature_channels]
+    assert outputs["mobilenet_v2/features"].shape.as_list() == [None, 7, 7, feature_channels]
+    assert [outputs[f"mobilenet_v2/stage{stage}"].shape.as_list()[1] for stage in range(7)] == [112, 56, 28, 14, 14, 7, 7]
     assert parameter_count(v1.trainable_variables()) == trainable
     assert parameter_count(v1.global_variables()) == total
 
@@ -31,13 +33,16 @@ def test_mobilenet_v2_has_the_reference_sizes(width, trainable, total, feature_c
 def test_small_cnn_gives_64_features_at_any_size(is_training, update_ops):
     """Five batch norms, each updating two moving averages in training only."""
     images = tf.random.uniform([2, 40, 24, 3], seed=0)
-    features = NETWORKS["small_cnn"](images, is_training, {})
+    outputs = NETWORKS["small_cnn"](images, is_training, {})
     assert len(v1.get_collection(v1.GraphKeys.UPDATE_OPS)) == update_ops
     with v1.Session() as session:
         session.run(v1.global_variables_initializer())
-        values = session.run(features)
-    assert values.shape == (2, 64)
-    assert np.all(np.isfinite(values))
+        values = session.run(outputs)
+    assert values["default"].shape == (2, 64)
+    assert np.all(np.isfinite(values["default"]))
+    assert {name: value.shape for name, value in values.items() if name != "default"} == {
+        "small_cnn/conv0": (2, 40, 24, 16), "small_cnn/conv1": (2, 20, 12, 32), "small_cnn/conv2": (2, 20, 12, 32),
+        "small_cnn/conv3": (2, 10, 6, 64), "small_cnn/conv4": (2, 10, 6, 64)}
 
 
 def test_batch_norm_uses_batch_statistics_in_training_and_moving_averages_otherwise():

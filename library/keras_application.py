@@ -1,0 +1,112 @@
+"""Keras Applications as TF1 Hub image modules: pretrained weights without tfhub.dev.
+
+Any model of ``tf.keras.applications`` that takes ``include_top=False, pooling="avg"``
+(MobileNetV2, ResNet50, EfficientNetB0, ...) becomes a module written by
+``library.hub_module``'s conventions: [0, 1] RGB in, pooled features out, with the
+application's own ``preprocess_input`` (which expects [0, 255]) inside the module, so
+consumers feed it like any other hub image module. The ``train`` variant calls the model
+with ``training=True``: batch norm on batch statistics, its moving-average updates in
+UPDATE_OPS, the model's regularization losses in REGULARIZATION_LOSSES.
+
+The weights come from an ``.h5`` file of the same application (``model.save_weights``, or
+the ``*_notop.h5`` files Keras downloads into ``~/.keras/models``) or, with a network,
+``imagenet`` through Keras's own download.
+"""
+
+import importlib
+
+from library import hub_module
+from library.tensorflow_env import import_tensorflow
+
+tf = import_tensorflow()
+import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
+
+v1 = tf.compat.v1
+IMAGENET = "imagenet"
+
+
+class KerasApplicationError(ValueError):
+    """A Keras application that cannot be made into a module as asked; one complete line."""
+
+
+def application(name: str):
+    """(constructor, preprocess_input) of ``tf.keras.applications.<name>``."""
+    constructor = getattr(tf.keras.applications, name, None)
+    if not callable(constructor) or not name[:1].isupper():
+        known = [entry for entry in dir(tf.keras.applications) if entry[:1].isupper()]
+        raise KerasApplicationError(f"--keras_application {name}: no such model in tf.keras.applications; "
+                                    f"e.g. {', '.join(known[:8])}, ... ({len(known)} in all)")
+    return constructor, importlib.import_module(constructor.__module__).preprocess_input
+
+
+def build(name: str, image_size: int, weights=None):
+    """The application without its top, pooled to one feature vector, for image_size x image_size input."""
+    constructor, _ = application(name)
+    try:
+        return constructor(include_top=False, pooling="avg", weights=weights, input_shape=(image_size, image_size, 3))
+    except ValueError as error:
+        raise KerasApplicationError(f"--keras_application {name}: {' '.join(str(error).split())}") from None
+
+
+def create_spec(name: str, image_size: int):
+    """The module spec of application ``name``; its variables get their values at export."""
+    _, preprocess_input = application(name)
+
+    def module_fn(is_training):
+        images = v1.placeholder(tf.float32, [None, image_size, image_size, 3], name="images")
+        model = build(name, image_size)
+        built_updates = set(model.updates)  # those of the model's own symbolic input
+        features = model(preprocess_input(images * 255.0), training=is_training)
+        if is_training:
+            for update in model.updates:
+                if update not in built_updates:
+                    v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, update)
+            for loss in model.losses:
+                v1.add_to_collection(v1.GraphKeys.REGULARIZATION_LOSSES, loss)
+        hub_module.add_image_signatures(images, features, image_size)
+
+    return hub.create_module_spec(
+        module_fn, tags_and_args=[(hub_module.TRAIN_TAGS, {"is_training": True}), (set(), {"is_training": False})]
+    )
+
+
+def weight_values(name: str, image_size: int, weights: str) -> dict:
+    """{variable name: value} of the application with ``weights`` (an .h5 path or ``imagenet``)."""
+    if weights != IMAGENET and not tf.io.gfile.exists(weights):
+        raise KerasApplicationError(f"--weights {weights}: no such file; give the .h5 weights of {name} or '{IMAGENET}'")
+    with tf.Graph().as_default(), v1.Session():
+        if weights == IMAGENET:
+            model = _download_imagenet(name, image_size)
+        else:
+            model = build(name, image_size)
+            try:
+                model.load_weights(weights)
+            except (ValueError, OSError) as error:
+                raise KerasApplicationError(
+                    f"--weights {weights}: not the weights of {name} without its top "
+                    f"({' '.join(str(error).split())[:200]}); save them with "
+                    f"tf.keras.applications.{name}(include_top=False, ...).save_weights(PATH.h5)"
+                ) from None
+        return {variable.name.split(":")[0]: value for variable, value in zip(model.weights, model.get_weights())}
+
+
+def _download_imagenet(name: str, image_size: int):
+    """The application with Keras's ImageNet weights, downloaded (once) into ~/.keras/models."""
+    try:
+        return build(name, image_size, weights=IMAGENET)
+    except KerasApplicationError:
+        raise
+    except Exception as error:  # noqa: BLE001 - Keras wraps every download failure in a bare Exception
+        raise KerasApplicationError(
+            f"--weights {IMAGENET}: Keras cannot download the ImageNet weights of {name} "
+            f"({' '.join(str(error).split())[:160]}); on a machine with internet run "
+            f"tf.keras.applications.{name}(include_top=False, weights='imagenet') once, copy the *_notop.h5 "
+            "file it leaves in ~/.keras/models, and pass --weights PATH.h5"
+        ) from None
+
+
+def export(name: str, weights: str, image_size: int, output_dir: str) -> None:
+    """Write application ``name`` with ``weights`` as a TF1 Hub module at ``output_dir``."""
+    values = weight_values(name, image_size, weights)
+    hub_module.export_spec(create_spec(name, image_size), output_dir, values)
+
