@@ -81,10 +81,10 @@ def _row_input(f: dict) -> list:
 
 def _row_training(f: dict) -> list:
     return [
-        f"{f['model']} at batch {f['batch_size']} (the `default` set's) and {f['image_size']}x{f['image_size']} (its "
-        "image_size), in two configurations: end to end, the small CNN trained from scratch (`--fine_tuning`, as the "
-        "demo trains it), and the `default` set as is (fine_tuning False: the randomly initialized feature extractor "
-        "runs forward only and only the head trains, a much lighter step). Each runs in two bare "
+        f"The small CNN as a hub module ({f['model']}) at batch {f['batch_size']} (the `default` set's) and "
+        f"{f['image_size']}x{f['image_size']}, in two configurations: end to end, the small CNN trained (`--fine_tuning`, "
+        "as the demo trains it), and frozen as the `default` set trains its pretrained module (fine_tuning False: the "
+        "feature extractor runs forward only and only the head trains, a much lighter step). Each runs in two bare "
         "`tf.compat.v1.Session` loops over the model_fn's train_op: one over `input_fn`, one over a single real "
         "preprocessed batch cached in memory (`Dataset.from_tensors(batch).repeat()`). Timed steps after warm-up: "
         f"{f['end_to_end_timed_steps']} after {f['end_to_end_warmup_steps']} end to end, {f['head_only_timed_steps']} "
@@ -117,7 +117,7 @@ def _row_overhead(f: dict) -> list:
     return [
         "`Estimator.train` as the run loop calls it (`run_loop.make_estimator`'s RunConfig, the stop-on-NaN and "
         "progress-bar hooks, a summary every 100 steps, a checkpoint every save_checkpoints_secs) against the bare "
-        "Session loop of row 3 (head only, the `default` set as is: the shortest step, so the largest share of "
+        "Session loop of row 3 (head only, fine_tuning False as the `default` set: the shortest step, so the largest share of "
         f"overhead), over the same `input_fn`: steady state over {f['timed_steps']} steps after {f['warmup_steps']}"
         + (", so one periodic summary falls inside" if f["timed_steps"] >= 100 else "")
         + f". The checkpoint cost is added as one save every {f['save_checkpoints_secs']} s.",
@@ -179,7 +179,7 @@ FINDINGS = {
             "Both lines lose to the same cause, in proportion to how light the step is. End to end, the input's "
             "work is a few percent of a step (see the expected ratio above); runs made while writing the suite "
             "measured 0.93-0.98 with 30 timed steps, so a miss of a point or two there is within the noise of one "
-            "run. The head-only step (the `default` set as is: a frozen, randomly initialized small CNN run "
+            "run. The head-only step (fine_tuning False as the `default` set: the frozen small CNN module run "
             "forward only) is so light that the input's CPU time is over a tenth of it. Tried while writing the "
             "suite, head only, 60 timed steps, alternating real / cached rounds (ratio range, rounds): the "
             "defaults 0.82-0.86 (9, median 0.84); tf.data `threading.private_threadpool_size` 2: 0.83-0.91 (9, "

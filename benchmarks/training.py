@@ -1,8 +1,8 @@
 """Rows 3 and 4: training steps/s with the real input vs a cached batch, and Estimator.train vs a bare Session.
 
-The `default` set (small_cnn, batch 32, 224x224) in two configurations: as is (fine_tuning
-False: the feature extractor runs forward only, the head trains) and end to end
-(``--fine_tuning``: the whole small CNN trains). Loops over the model_fn's train_op, each in
+The `default` set (batch 32) on the small CNN as a 224x224 hub module (``project_config``) in
+two configurations: as the set trains its module (fine_tuning False: the feature extractor runs
+forward only, the head trains) and end to end (``--fine_tuning``: the whole small CNN trains). Loops over the model_fn's train_op, each in
 a fresh graph:
 
 * ``estimator`` (as is): ``Estimator.train`` as the run loop calls it (run_loop.make_estimator's
@@ -280,7 +280,7 @@ def run(records_dir: str, work_dir: str, warmup: int, steps: int, fine_tuning_st
         "targets": [
             target("training: small CNN end to end (fine_tuning), real input_fn / cached batch", end_to_end["ratio"],
                    ">=", 0.95, "", end_to_end),
-            target("training: head only on the frozen small CNN (`default` set as is), real / cached",
+            target("training: head only on the frozen small CNN module (fine_tuning False, as the `default` set), real / cached",
                    head_only["ratio"], ">=", 0.95, "", head_only),
         ],
     }

@@ -107,6 +107,7 @@ def _download_imagenet(name: str, image_size: int):
 
 def export(name: str, weights: str, image_size: int, output_dir: str) -> None:
     """Write application ``name`` with ``weights`` as a TF1 Hub module at ``output_dir``."""
+    application(name)  # an unknown name is the first thing to report
     values = weight_values(name, image_size, weights)
     hub_module.export_spec(create_spec(name, image_size), output_dir, values)
 

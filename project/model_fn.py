@@ -50,7 +50,7 @@ def model_fn(features, labels, mode, params):
         other_features = {name: value for name, value in features.items() if name != "image"}
         return predict_spec(logits, params["class_names"], other_features)
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
-    module_regularization = v1.losses.get_regularization_loss(name="module_regularization")
+    module_regularization = tf.identity(v1.losses.get_regularization_loss(), name="module_regularization")
     loss = cross_entropy + weight_decay + module_regularization
     if mode == ModeKeys.EVAL:
         metrics = eval_metrics(labels, logits, params["num_classes"])

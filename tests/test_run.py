@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -14,6 +15,7 @@ from PIL import Image
 
 import convert_dataset
 import run
+from library import hub_module, keras_application
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
 from tests.conftest import ROOT, tf
@@ -204,17 +206,45 @@ def test_export_then_serve_jpeg_bytes(project, tmp_path, capsys):
     assert "SavedModel of" in capsys.readouterr().out
     (saved_model,) = os.listdir(tmp_path / "export")
     folder = project.parent / "images" / "test"
-    jpegs = [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)]
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], str(tmp_path / "export" / saved_model))
-        signature = meta_graph.signature_def["serving_default"]
-        outputs = session.run(
-            {key: value.name for key, value in signature.outputs.items()},
-            {signature.inputs["image_bytes"].name: jpegs},
-        )
+    outputs = serve(str(tmp_path / "export" / saved_model), [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)])
     assert outputs["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
     assert [name.decode() for name in outputs["class_name"]] == sorted(COLORS)
+
+
+def serve(saved_model_dir, jpegs):
+    """The serving signature's outputs for encoded images, as TensorFlow Serving would compute them."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], saved_model_dir)
+        signature = meta_graph.signature_def["serving_default"]
+        return session.run(
+            {key: value.name for key, value in signature.outputs.items()},
+            {signature.inputs["image_bytes"].name: jpegs},
+        )
+
+
+def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(project, tmp_path, capsys):
+    weights, module_dir = str(tmp_path / "mobilenet_v2.h5"), str(tmp_path / "module")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        model = keras_application.build("MobileNetV2", 32)
+        session.run(tf.compat.v1.global_variables_initializer())
+        model.save_weights(weights)
+    assert hub_module.main(["--keras_application", "MobileNetV2", "--weights", weights, "--image_size", "32",
+                            "--output", module_dir]) == 0
+    for flag in ("--no-fine_tuning", "--fine_tuning"):
+        out = tmp_path / flag.strip("-")
+        assert run_main(project, out, "--hub_module", module_dir, flag, "--train_epochs", "2") == 0
+        stdout = capsys.readouterr().out
+        assert f"feature extractor: {module_dir} (pretrained); signature image_feature_vector, output default: " \
+               "1280 features; input 32x32 (fixed by the module)" in stdout
+        assert "eval loss" in stdout
+    assert run_main(project, tmp_path / "fine_tuning", "--hub_module", module_dir, "--mode", "export",
+                    "--export_dir", str(tmp_path / "export")) == 0
+    (saved_model,) = os.listdir(tmp_path / "export")
+    folder = project.parent / "images" / "test"
+    outputs = serve(str(tmp_path / "export" / saved_model), [(folder / name / "0.jpg").read_bytes() for name in COLORS])
+    assert outputs["probabilities"].shape == (3, 3)
+    np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
 
 
 def test_export_hub_writes_a_module(project, tmp_path, capsys):
@@ -242,11 +272,34 @@ def test_dry_run_writes_nothing(project, tmp_path, capsys):
     (["--train_data", "/nowhere/*.tfrecord"], "train_data: no file matches /nowhere/*.tfrecord"),
     (["--hub_module", "/nowhere/module"], "hub_module '/nowhere/module' is neither a project network"),
     (["--train_batch_size", "1000"], "train_batch_size: 1000 is larger than the 24 training images"),
+    (["--no-fine_tuning"], "hub_module small_cnn starts from random weights and fine_tuning is False"),
+    (["--hub_signature", "logits"], "hub_signature logits: module small_cnn has no such signature; "
+                                    "it offers: default, image_feature_vector"),
+    (["--hub_output", "small_cnn/conv4"], "hub_output small_cnn/conv4 of module small_cnn has shape "
+                                          "(None, 4, 4, 64), not [batch, features]"),
 ])
 def test_user_mistakes_are_one_line_errors(project, tmp_path, capsys, argv, message):
     assert run_main(project, tmp_path, *argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "model").exists()
+
+
+def test_modules_that_cannot_be_loaded_are_one_line_errors_before_anything_is_written(project, tmp_path, capsys):
+    saved_model = str(tmp_path / "tf2")
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        images = tf.compat.v1.placeholder(tf.float32, [None, 16, 16, 3])
+        tf.compat.v1.saved_model.simple_save(session, saved_model, {"images": images}, {"out": images})
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{closed.getsockname()[1]}/module.tar.gz"
+    closed.close()
+    for handle, message in ((saved_model, f"error: hub_module {saved_model} is a TF2 SavedModel, not a TF1 Hub module"),
+                            (url, f"error: hub_module {url}: cannot download it (URLError: ")):
+        assert run_main(project, tmp_path, "--hub_module", handle) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(message) and err.count("\n") == 1, err
+        assert not (tmp_path / "model").exists()
 
 
 def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_path):
