@@ -52,6 +52,7 @@ def run_with_fresh_variables(fetches):
 def test_spec_has_a_train_and_a_default_variant_and_tells_its_image_size():
     spec = tiny_spec()
     assert set(spec.get_tags()) == {frozenset(), frozenset({"train"})}
+    assert set(spec.get_signature_names()) == {"default", "image_feature_vector"}
     assert hub.get_expected_image_size(spec) == [IMAGE_SIZE, IMAGE_SIZE]
     images = spec.get_input_info_dict()["images"]
     assert (images.dtype, images.get_shape().as_list()) == (tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 3])
@@ -107,6 +108,17 @@ def test_export_from_checkpoint_keeps_the_checkpoint_values(tmp_path):
     np.testing.assert_array_equal(loaded_kernel, kernel_value)
     np.testing.assert_array_equal(loaded_mean, moving_mean_value)
     np.testing.assert_allclose(actual, expected, rtol=1e-6)
+    assert not hub_module.has_random_weights(str(tmp_path / "module"))
+
+
+def test_a_module_of_fresh_variables_says_so_and_one_of_given_values_does_not(tmp_path):
+    hub_module.export_spec(tiny_spec(seed=1), str(tmp_path / "fresh"))
+    values = {"kernel": np.ones([3, 3, 3, 4], np.float32), "moving_mean": np.full([4], 2.0, np.float32)}
+    hub_module.export_spec(tiny_spec(), str(tmp_path / "given"), values)
+    assert hub_module.has_random_weights(str(tmp_path / "fresh"))
+    assert not hub_module.has_random_weights(str(tmp_path / "given"))
+    reader = tf.train.load_checkpoint(str(tmp_path / "given" / "variables" / "variables"))
+    np.testing.assert_array_equal(reader.get_tensor("moving_mean"), values["moving_mean"])
 
 
 def test_failed_export_leaves_nothing_behind(tmp_path):

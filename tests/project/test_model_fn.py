@@ -247,3 +247,16 @@ def test_a_new_run_starts_from_the_exported_module(trained, exported_module, tmp
     assert len(module_names) == MODULE_VARIABLES
     for name in module_names:
         np.testing.assert_array_equal(started_from[name], trained_values[name])
+
+
+def test_exported_module_follows_tfhub_conventions(exported_module):
+    """What code written for tfhub.dev image modules does works on an exported model."""
+    spec = hub.load_module_spec(exported_module)
+    assert hub.get_expected_image_size(spec) == [IMAGE_SIZE, IMAGE_SIZE]
+    assert set(spec.get_tags()) == {frozenset(), frozenset({"train"})}
+    assert set(spec.get_signature_names()) == {"default", "image_feature_vector"}
+    images = tf.constant(np.random.RandomState(3).uniform(size=[2, IMAGE_SIZE, IMAGE_SIZE, 3]), tf.float32)
+    outputs = hub.Module(spec)(images, signature="image_feature_vector", as_dict=True)
+    assert outputs["default"].shape.as_list() == [2, 64]
+    assert outputs["small_cnn/conv4"].shape.as_list() == [2, IMAGE_SIZE // 4, IMAGE_SIZE // 4, 64]
+    assert not os.path.exists(os.path.join(exported_module, "random_weights.txt"))
