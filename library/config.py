@@ -189,10 +189,10 @@ def load_set(path: str, set_name: str, options: dict, file_kind: str) -> tuple:
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Wraps help lines at spaces only, so flags and hyphenated words stay whole."""
+    """Wraps help lines at spaces only, so flags, hyphenated words and URLs stay whole."""
 
     def _split_lines(self, text, width):
-        return textwrap.wrap(text, width, break_on_hyphens=False)
+        return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
 
 class _OneLineParser(argparse.ArgumentParser):

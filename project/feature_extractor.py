@@ -22,6 +22,7 @@ from library import hub_module, image_module
 from library.image_module import ModuleNotFetchedError, NotAModuleError
 from project.networks import NETWORKS
 
+DEFAULT_IMAGE_SIZE = 224  # where image_size is null and the network or module does not fix a size
 OFFLINE_HINT = (
     "without internet, make a pretrained module from Keras Applications weights (python -m library.hub_module "
     "--keras_application MobileNetV2 --weights PATH.h5 --image_size 224 --output DIR) and set --hub_module DIR, "
@@ -42,7 +43,8 @@ def resolve(params) -> FeatureExtractor:
     """The feature extractor ``params`` name; ValueError (one line) when it cannot be used as asked."""
     name = params["hub_module"]
     if name in NETWORKS:
-        spec, random_weights = _network_spec(name, params["image_size"], params.get("random_seed"), _settings(params)), True
+        spec = _network_spec(name, configured_size(params), params.get("random_seed"), _settings(params))
+        random_weights = True
     else:
         spec, random_weights = _loaded_spec(name)
     return FeatureExtractor(spec, image_module.choose(spec, name, params.get("hub_signature"), params.get("hub_output")),
@@ -53,7 +55,7 @@ def input_image_size(params) -> int:
     """Height and width of the images the feature extractor takes: a module's own, or ``image_size``."""
     fixed = resolve(params).use.fixed_image_size
     if fixed is None:
-        return params["image_size"]
+        return configured_size(params)
     height, width = fixed
     if height != width:
         raise ValueError(f"hub_module {params['hub_module']} takes {height}x{width} images; "
@@ -72,7 +74,7 @@ def check(params) -> list:
             "exported with --mode export_hub; README: Pretrained feature extractors)"
         )
     size, warnings = input_image_size(params), []
-    if size != params["image_size"]:
+    if params["image_size"] not in (None, size):
         warnings.append(f"warning: image_size {params['image_size']} is not used: module {name} takes {size}x{size} images")
     if params["fine_tuning"] and not extractor.use.has_train_variant:
         warnings.append(f"warning: module {name} has no 'train' graph variant: fine-tuning runs its inference graph, "
@@ -92,6 +94,11 @@ def describe(params) -> str:
         f"input {size}x{size} ({origin}); "
         + ("fine-tuned with the head" if params["fine_tuning"] else "frozen, only the head trains")
     )
+
+
+def configured_size(params) -> int:
+    """The ``image_size`` option, or its default where it is null."""
+    return params.get("image_size") or DEFAULT_IMAGE_SIZE
 
 
 def _settings(params) -> str:

@@ -32,8 +32,8 @@ HYPERPARAMETER_OPTIONS = (
     Option("hub_signature", str, None, "module signature giving the features; null: image_feature_vector if "
            "the module has it, else default", HP),
     Option("hub_output", str, None, "output of that signature; null: default", HP),
-    Option("image_size", int, 224, "input height and width of project networks and of modules of any size "
-           "(modules of a fixed size bring their own)", HP),
+    Option("image_size", int, None, "input height and width of project networks and of modules of any size; "
+           "null: a module's own size, else 224", HP),
     Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HP),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("learning_rate", float, 1e-4, "initial learning rate", HP),

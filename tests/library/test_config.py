@@ -61,7 +61,9 @@ def test_seed_default_set():
     assert settings.epochs_between_evals == 100
     assert settings.model == "latest"
     assert settings.model_dir == "out/current/checkpoints"
-    assert settings.learning_rate == pytest.approx(1e-4)
+    assert settings.learning_rate == pytest.approx(1e-3)
+    assert settings.hub_module == "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
+    assert settings.fine_tuning is False
     assert settings.sources["train_batch_size"] == "project.yaml: default"
 
 
@@ -89,7 +91,7 @@ def test_mobilenet_hyperparameters_inherit_default():
     settings = resolve("--hyperparameter_set", "mobilenet")
     assert settings.learning_rate == pytest.approx(1e-5)
     assert settings.fine_tuning is True
-    assert settings.dropout_rate == 0.5
+    assert settings.dropout_rate == 0.2
     assert settings.sources["dropout_rate"] == "hyperparameters.yaml: default (inherited by mobilenet)"
     assert settings.sources["learning_rate"] == "hyperparameters.yaml: mobilenet"
 
