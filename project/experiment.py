@@ -35,7 +35,12 @@ def make_params(values: dict) -> dict:
     labels_file = values["labels_file"]
     if not labels_file or not tf.io.gfile.exists(labels_file):
         raise ConfigError(f"labels_file: {labels_file} not found; convert the data set first (convert_dataset.py writes it)")
-    class_names = record_schema.read_labels(labels_file)
+    try:
+        class_names = record_schema.read_labels(labels_file)
+    except tf.errors.OpError as error:
+        raise ConfigError(f"labels_file: cannot read {labels_file}: {error.message}") from None
+    except ValueError as error:
+        raise ConfigError(f"labels_file: {error}; fix that line or convert the data set again") from None
     if not class_names:
         raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
     params = {**values, "class_names": class_names, "num_classes": len(class_names)}
