@@ -370,20 +370,32 @@ def test_sigterm_stops_training_like_ctrl_c_with_the_resume_hint(project, tmp_pa
     assert (tmp_path / "model" / "training.lock").read_text() == ""  # released
 
 
-def test_a_damaged_shard_is_named_in_one_line(project, tmp_path, capsys):
-    data = tmp_path / "data"
-    data.mkdir()
-    for path in sorted((project.parent / "data" / "train").iterdir()):
-        (data / path.name).write_bytes(path.read_bytes())
-    shard = data / "train-00001-of-00002.tfrecord"
-    shard.write_bytes(shard.read_bytes()[:-100])  # cut inside its last record
-    capsys.readouterr()
-    assert run_main(project, tmp_path, "--train_data", str(data / "train-*.tfrecord")) == 1
+def damaged_copy(source, target, shard_name, damage):
+    """A copy of the shards and manifest of ``source`` in ``target``, ``shard_name`` damaged; its path."""
+    target.mkdir()
+    for path in sorted(source.iterdir()):
+        (target / path.name).write_bytes(path.read_bytes())
+    shard = target / shard_name
+    shard.write_bytes(damage(shard.read_bytes()))
+    return shard
+
+
+def test_a_damaged_shard_is_named_in_one_line_in_training_and_evaluation(project, tmp_path, capsys):
+    data = project.parent / "data"
+    truncated = damaged_copy(data / "train", tmp_path / "train", "train-00001-of-00002.tfrecord",
+                             lambda records: records[:-100])  # cut inside its last record
+    assert run_main(project, tmp_path, "--train_data", str(tmp_path / "train" / "train-*.tfrecord")) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    err = err.strip().splitlines()[-1]
-    assert re.fullmatch(rf"error: damaged data: {shard}, record 11: truncated record at \d+.*; "
-                        "convert the data set again", err), err
+    assert re.fullmatch(rf"error: damaged data: {truncated}, record 11: truncated record at \d+.*; "
+                        "convert the data set again", err.strip().splitlines()[-1]), err
+
+    assert tf.train.latest_checkpoint(str(tmp_path / "model"))  # the step-0 checkpoint, written before the first step
+    corrupted = damaged_copy(data / "test", tmp_path / "test", "test-00000-of-00002.tfrecord",
+                             lambda records: records[:200] + bytes(8) + records[208:])  # inside the first record
+    assert run_main(project, tmp_path, "--mode", "evaluate", "--eval_data", str(tmp_path / "test" / "test-*.tfrecord")) == 1
+    err = capsys.readouterr().err
+    assert err == f"error: damaged data: {corrupted}, record 0: corrupted record at 12; convert the data set again\n"  # its data
 
 
 def test_shards_of_two_conversions_side_by_side_are_refused_naming_both_counts(project, tmp_path, capsys):
