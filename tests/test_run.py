@@ -395,7 +395,8 @@ def test_a_damaged_shard_is_named_in_one_line_in_training_and_evaluation(project
                              lambda records: records[:200] + bytes(8) + records[208:])  # inside the first record
     assert run_main(project, tmp_path, "--mode", "evaluate", "--eval_data", str(tmp_path / "test" / "test-*.tfrecord")) == 1
     err = capsys.readouterr().err
-    assert err == f"error: damaged data: {corrupted}, record 0: corrupted record at 12; convert the data set again\n"  # its data
+    # The record's data starts at byte 12, after its length and the length's checksum.
+    assert err == f"error: damaged data: {corrupted}, record 0: corrupted record at 12; convert the data set again\n"
 
 
 def test_shards_of_two_conversions_side_by_side_are_refused_naming_both_counts(project, tmp_path, capsys):
