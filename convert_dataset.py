@@ -29,7 +29,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from library import atomic_file
-from library.image_files import UnusableImage, list_class_folders, read_as_baseline_jpeg, resolved_path
+from library.image_files import (UnusableImage, check_class_names, list_class_folders, read_as_baseline_jpeg,
+                                 resolved_path)
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import MAX_SHARDS, ShardedTFRecordWriter
 from project import record_schema
@@ -172,6 +173,13 @@ def _find_class_folders(dataset_dir: str):
         )
     if not found.files:
         raise ConversionError(f"the class folders in --dataset_dir {dataset_dir} hold no files; {layout}")
+    try:
+        case_only = check_class_names(found.classes, lambda index: f"class folder {found.classes[index]!r}")
+    except ValueError as error:
+        raise ConversionError(f"{error}; rename it in --dataset_dir {dataset_dir} (folder names are class names)") from None
+    for first, second in case_only:
+        print(f"warning: class folders {first!r} and {second!r} differ only in case; they become two classes",
+              file=sys.stderr)
     return found
 
 
@@ -182,8 +190,10 @@ def _label_names(classes: list, labels_file, dataset_dir: str) -> list:
     tf = import_tensorflow()
     try:
         labels = record_schema.read_labels(labels_file)
-    except (tf.errors.OpError, UnicodeDecodeError) as error:
+    except tf.errors.OpError as error:
         raise ConversionError(f"cannot read --labels_file {labels_file}: {error}") from None
+    except ValueError as error:
+        raise ConversionError(f"--labels_file {error}; fix that line (the line number is the label id)") from None
     unknown = [name for name in classes if name not in labels]
     if unknown:
         raise ConversionError(

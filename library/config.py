@@ -12,8 +12,10 @@ Precedence, highest first: command line > selected set > the sets it inherits > 
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import re
+import reprlib
 import sys
 import textwrap
 from typing import Any, Iterable, Optional
@@ -23,10 +25,47 @@ import yaml
 PROJECT_FILE = "project"
 HYPERPARAMETER_FILE = "hyperparameters"
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool"}
+# Bounds of what a configuration file may expand to: a few hundred bytes of nested aliases
+# ("billion laughs") would otherwise expand to billions of values, and a mapping that merges
+# itself (a: &A {<<: *A}) recurses forever.
+MAX_EXPANDED_NODES = 100_000
+MAX_NESTING = 50
 
 
 class ConfigError(Exception):
     """A user mistake in the configuration; its message is a complete one-line explanation."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """The valid values of a numeric option: from ``low`` to ``high`` (None: unbounded), each end
+    included unless it is declared open."""
+
+    low: Optional[float] = None
+    high: Optional[float] = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if not math.isfinite(value):
+            return False
+        above = self.low is None or (value > self.low if self.low_open else value >= self.low)
+        below = self.high is None or (value < self.high if self.high_open else value <= self.high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.low_open else '>='} {self.low}"
+        if self.low is None:
+            return f"{'<' if self.high_open else '<='} {self.high}"
+        return f"{'(' if self.low_open else '['}{self.low}, {self.high}{')' if self.high_open else ']'}"
+
+
+AT_LEAST_1 = Range(1)
+NON_NEGATIVE = Range(0)
+POSITIVE = Range(0, low_open=True)
+FRACTION = Range(0, 1, low_open=True)  # (0, 1]: a share of something, never nothing
+PROBABILITY_BELOW_1 = Range(0, 1, high_open=True)  # [0, 1): e.g. a dropout rate, a decay factor
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,11 +78,16 @@ class Option:
     help: str
     file: str = PROJECT_FILE
     choices: Optional[tuple] = None
+    valid: Optional[Range] = None  # numeric options: the values that make sense
 
     def describe_type(self) -> str:
         if self.choices:
             return "{" + ",".join(map(str, self.choices)) + "}"
         return _TYPE_NAMES[self.type]
+
+    def describe_valid(self) -> str:
+        """The type and, for numbers, the valid range, as --help and errors show them: ``int >= 1``."""
+        return self.describe_type() + (f" {self.valid}" if self.valid else "")
 
 
 @dataclasses.dataclass
@@ -84,16 +128,45 @@ def _read_sets(path: str) -> tuple:
             text = handle.read()
     except OSError as error:
         raise ConfigError(f"{path}: cannot read ({error.strerror}); create it or point to it with the right option") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+                          "save it as UTF-8") from None
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: invalid YAML: {' '.join(str(error).split())}") from None
+    except RecursionError:  # the composer recurses once per nesting level
+        raise ConfigError(f"{path}: nested too deeply (over {MAX_NESTING} levels)") from None
     if not isinstance(root, yaml.MappingNode) or not all(
         isinstance(value, yaml.MappingNode) for _, value in root.value
     ):
         raise ConfigError(f"{path}: expected a mapping of set names to mappings of options")
+    _check_expansion(root, path)
     return loader, {key.value: value for key, value in root.value}
+
+
+def _check_expansion(root: yaml.Node, path: str) -> None:
+    """Refuse a document that refers to itself through an alias, nests more than MAX_NESTING levels or
+    expands to more than MAX_EXPANDED_NODES values, before anything walks or builds it."""
+    expanded = 0
+    stack = [(root, 1, ())]  # (node, nesting level, ids of the collections it is inside)
+    while stack:
+        node, level, inside = stack.pop()
+        expanded += 1
+        where = f"{path}:{node.start_mark.line + 1}"
+        if expanded > MAX_EXPANDED_NODES:
+            raise ConfigError(f"{where}: aliases expand to over {MAX_EXPANDED_NODES} values; "
+                              "use anchors for sets of options, not nested lists")
+        if level > MAX_NESTING:
+            raise ConfigError(f"{where}: nested too deeply (over {MAX_NESTING} levels)")
+        if id(node) in inside:
+            raise ConfigError(f"{where}: an alias refers to the anchor it is inside (e.g. a: &A {{<<: *A}}); "
+                              "a set can only inherit another set")
+        if isinstance(node, yaml.CollectionNode):
+            children = node.value if isinstance(node, yaml.SequenceNode) else [c for pair in node.value for c in pair]
+            deeper = inside + (id(node),)
+            stack += [(child, level + 1, deeper) for child in children]
 
 
 def _construct(loader: _Loader, node: yaml.Node, path: str):
@@ -146,19 +219,34 @@ def _parse_text(kind: type, text: str):
 
 
 def _coerce(option: Option, value: Any, where: str) -> Any:
-    """Check ``value`` against the option's declared type, converting where the intent is clear."""
-    if value is None or (value == "null" and option.default is None):
-        return None
+    """Check ``value`` against the option's declared type and range, converting where the intent is clear.
+
+    null is a value only of the options whose default is None (documented as optional).
+    """
+    if value is None or (value == "null" and (option.type is not str or option.default is None)):
+        if option.default is None:
+            return None
+        raise ConfigError(f"{where}: {option.name}: null is not allowed, it needs a value "
+                          f"({option.describe_valid()}, default: {option.default})")
     if isinstance(value, str) and option.type is not str:
         value = _parse_text(option.type, value)
     valid = (
         isinstance(value, _ACCEPTED[option.type])
         and isinstance(value, bool) == (option.type is bool)
         and (not option.choices or value in option.choices)
+        and (not option.valid or value in option.valid)
     )
     if not valid:
-        raise ConfigError(f"{where}: {option.name}: {value!r} is not a valid {option.describe_type()}")
+        raise ConfigError(f"{where}: {option.name}: {_short_repr(value)} is not a valid {option.describe_valid()}")
     return option.type(value)
+
+
+def _short_repr(value: Any) -> str:
+    """``repr(value)`` cut short, so an error about a huge or deeply nested value stays one readable line."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 60
+    shortener.maxlevel = 2
+    return shortener.repr(value)
 
 
 def _unknown(kind: str, name: str, known: Iterable[str], where: str) -> ConfigError:
@@ -217,7 +305,7 @@ def build_parser(options: Iterable[Option], description: str, prog: str = None) 
         for option in options:
             if option.file != file_kind:
                 continue
-            text = f"{option.help} ({option.describe_type()}, default: {option.default})"
+            text = f"{option.help} ({option.describe_valid()}, default: {option.default})"
             if option.type is bool:
                 group.add_argument(f"--{option.name}", action=argparse.BooleanOptionalAction, help=text)
             else:

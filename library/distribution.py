@@ -28,8 +28,10 @@ best-validation-loss snapshot there. ``python -m library.local_cluster`` runs a 
 this machine; README.md (Scaling out) shows TF_CONFIG for Kubernetes and Slurm.
 """
 
+import errno
 import json
 import os
+import socket
 import sys
 from typing import Callable, Optional
 
@@ -125,6 +127,24 @@ def _check_task(tf_config: dict, distribution: str) -> None:
     if task_type != "evaluator" and index >= listed:
         raise ConfigError(f"TF_CONFIG: task index {index} is out of range: "
                           f"cluster lists {listed} '{task_type}' address(es)")
+    if task_type != "evaluator":  # the evaluator starts no server
+        _check_port_free(tf_config["cluster"][task_type][index], task_type, index)
+
+
+def _check_port_free(address: str, task_type: str, index: int) -> None:
+    """Raise ConfigError when this task's port is taken: gRPC would log a page of JSON and fail to start."""
+    port = address.rpartition(":")[2]
+    if not port.isdigit():
+        raise ConfigError(f"TF_CONFIG: address {address!r} of {task_type} {index} has no port; write host:port")
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC does: lingering connections are no obstacle
+        try:
+            probe.bind(("", int(port)))
+        except OSError as error:
+            if error.errno != errno.EADDRINUSE:
+                return  # e.g. a privileged port: TensorFlow's own attempt will tell
+            raise ConfigError(f"TF_CONFIG: port {port} of this task ({task_type} {index}, {address}) is already in use "
+                              "on this machine; stop what listens there or give the task another port") from None
 
 
 def _task(tf_config: dict) -> tuple:

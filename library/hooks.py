@@ -75,4 +75,10 @@ class ProgressBarHook(_LossHook):
         self._bar.set_postfix(loss=f"{run_values.results['loss']:.4f}", img_s=f"{images_per_sec:.0f}", refresh=False)
 
     def end(self, session):
-        self._bar.close()
+        self.close()
+
+    def close(self):
+        """End the bar's line; also when training stops by an exception (``end`` is then not called),
+        so that the error message starts a line of its own."""
+        if self._bar is not None:
+            self._bar.close()

@@ -126,15 +126,28 @@ def _write_directory(output_dir, write):
 
 
 def _check_replaceable(output_dir):
-    """Raise ValueError unless ``output_dir`` is absent, an empty directory or a hub module."""
+    """Raise ValueError unless ``output_dir`` is absent, an empty directory or holds nothing but a hub module.
+
+    Replacing the directory deletes everything in it, so one file of the user's beside an
+    earlier module is enough to refuse.
+    """
+    module_entries = {MODULE_DEF_FILE, "saved_model.pb", "variables", "assets", RANDOM_WEIGHTS_FILE}  # what export writes
     if not tf.io.gfile.exists(output_dir):
         return
     if not tf.io.gfile.isdir(output_dir):
         raise ValueError(f"{output_dir} is a file; give a directory path for the module")
-    if tf.io.gfile.listdir(output_dir) and not tf.io.gfile.exists(os.path.join(output_dir, MODULE_DEF_FILE)):
+    entries = sorted(name.rstrip("/") for name in tf.io.gfile.listdir(output_dir))
+    if entries and MODULE_DEF_FILE not in entries:
         raise ValueError(
             f"{output_dir} exists and is not a hub module; choose a new or empty directory "
             "(an earlier module there would be replaced)"
+        )
+    others = [name for name in entries if name not in module_entries]
+    if others:
+        raise ValueError(
+            f"{output_dir} holds an earlier hub module but also {others[0]!r}"
+            + (f" and {len(others) - 1} more" if len(others) > 1 else "")
+            + ", which replacing the module would delete; move them away or choose a new or empty directory"
         )
 
 

@@ -5,13 +5,17 @@ filesystem TensorFlow supports. :func:`read_as_baseline_jpeg` is meant for worke
 processes: it decodes with Pillow alone and reads local files through the OS, so workers
 import TensorFlow only for URLs such as ``gs://``, and a stray multi-gigabyte video costs a
 header read, not a copy into memory. Local folders are listed through the OS too, which,
-unlike ``tf.io.gfile.listdir``, copes with file names that are not UTF-8.
+unlike ``tf.io.gfile.listdir``, copes with file names that are not UTF-8 and tells a FIFO or a
+device, which are never opened, from a regular file.
 """
 
+import contextlib
 import dataclasses
 import io
 import os
 import posixpath
+import stat
+import unicodedata
 
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
@@ -20,6 +24,12 @@ from library.tensorflow_env import import_tensorflow
 JPEG_QUALITY = 90
 # EXIF orientations 2-8 flip or rotate the stored pixels for display; 1 (or none) is upright.
 _ORIENTATIONS_NEEDING_TRANSPOSE = range(2, 9)
+# Entries that are neither files nor folders: reading a FIFO waits for a writer forever, a device may never end.
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+# Unicode categories that cannot be part of a class name: control characters (a newline would split
+# labels.txt) and the line and paragraph separators.
+_CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
 
 
 class UnusableImage(Exception):
@@ -34,6 +44,33 @@ class ClassFolders:
     files: list  # "class/.../name" paths of the visible files anywhere below them, sorted
     total_bytes: int  # size of those files
     skipped: list  # (relative path, reason) of entries left out: unreadable, or a folder seen before
+
+
+def check_class_names(names: list, describe) -> list:
+    """Raise ValueError unless each of ``names`` can be a class name; returns the pairs that differ only in case.
+
+    A class name is a line of labels.txt, the label of the id of its line: a control character
+    (a newline would make two lines), a blank name (which would shift every later id on reading
+    back) and a repeated name (two ids for one class; compared after Unicode NFC normalization,
+    so the two encodings of an accent are one name) are refused with ``describe(index)`` naming
+    the culprit. Names that differ only in case are distinct classes, returned for a warning.
+    """
+    first_with_key, case_only = {}, []
+    for index, name in enumerate(names):
+        control = next((char for char in name if unicodedata.category(char) in _CONTROL_CATEGORIES), None)
+        if control is not None:
+            raise ValueError(f"{describe(index)} contains a control character (U+{ord(control):04X})")
+        if not name.strip():
+            raise ValueError(f"{describe(index)} is blank")
+        normalized = unicodedata.normalize("NFC", name)
+        first = first_with_key.setdefault(normalized.casefold(), index)
+        if first == index:
+            continue
+        if unicodedata.normalize("NFC", names[first]) == normalized:
+            how = "" if names[first] == name else " after Unicode normalization"
+            raise ValueError(f"{describe(index)} is the same name as {describe(first)}{how}")
+        case_only.append((names[first], name))
+    return case_only
 
 
 def resolved_path(path: str) -> str:
@@ -63,11 +100,11 @@ def list_class_folders(root: str) -> ClassFolders:
                 raise
             found.skipped.append((folder, f"cannot list folder: {error}"))
             continue
-        for relative, stat in _visible_entries(tf, root, folder, names, found.skipped):
-            if not stat.is_directory:
+        for relative, is_folder, size in _visible_entries(tf, root, folder, names, found.skipped):
+            if not is_folder:
                 if folder:
                     found.files.append(relative)
-                    found.total_bytes += stat.length
+                    found.total_bytes += size
                 continue
             identity = resolved_path(os.path.join(root, relative))
             if identity in first_seen_as:
@@ -89,7 +126,8 @@ def _names_in(tf, directory: str) -> list:
 
 
 def _visible_entries(tf, root, folder, names, skipped):
-    """(relative path, ``tf.io.gfile.stat``) of the non-hidden ``names``, sorted; failures go to ``skipped``."""
+    """(relative path, is a folder, size) of the non-hidden ``names``, sorted; failures go to ``skipped``,
+    and so do FIFOs, sockets and devices below a class folder (reading one could block forever)."""
     for name in sorted(name.rstrip("/") for name in names):  # object stores end folder names with "/"
         if name.startswith("."):
             continue
@@ -101,23 +139,49 @@ def _visible_entries(tf, root, folder, names, skipped):
             skipped.append((printable, "the name is not valid UTF-8; rename it"))
             continue
         try:
-            yield relative, tf.io.gfile.stat(os.path.join(root, relative))
-        except tf.errors.OpError as error:  # a broken symlink, a permission problem
+            yield (relative, *_folder_or_file_size(tf, os.path.join(root, relative)))
+        except UnusableImage as reason:
+            if folder:  # files directly in the dataset folder belong to no class: ignored anyway
+                skipped.append((relative, str(reason)))
+        except OSError as error:  # a broken symlink, a permission problem
+            skipped.append((relative, f"cannot read: {error.filename}: {error.strerror}"))
+        except tf.errors.OpError as error:
             skipped.append((relative, f"cannot read: {error}"))
 
 
-def _open_binary(path: str):
-    """A binary file object for ``path``: the OS's for local paths, so worker processes need
-    no TensorFlow; ``tf.io.gfile``'s for URLs such as ``gs://``."""
+def _folder_or_file_size(tf, path: str) -> tuple:
+    """(True, 0) for a folder, (False, size) for a regular file, symlinks followed; UnusableImage for
+    anything else. Local paths are asked of the OS, which tells a FIFO from a file."""
+    if "://" in path:
+        info = tf.io.gfile.stat(path)
+        return info.is_directory, info.length
+    mode, size = _stat_regular(path, allow_folder=True)
+    return stat.S_ISDIR(mode), size
+
+
+def _stat_regular(path: str, allow_folder: bool = False) -> tuple:
+    """(st_mode, st_size) of the local ``path``; UnusableImage unless it is a regular file (or an allowed folder)."""
+    info = os.stat(path)
+    if stat.S_ISREG(info.st_mode) or (allow_folder and stat.S_ISDIR(info.st_mode)):
+        return info.st_mode, info.st_size
+    kind = next((name for is_kind, name in _SPECIAL_FILES if is_kind(info.st_mode)), "a special file")
+    raise UnusableImage(f"{kind}, not a regular file")
+
+
+def open_file(path: str):
+    """A binary file object for ``path``: the OS's for local paths, so worker processes need no
+    TensorFlow, and only for regular files (UnusableImage otherwise: opening a FIFO waits forever);
+    ``tf.io.gfile``'s for URLs such as ``gs://``. Raises OSError when it cannot be opened."""
     if "://" in path:
         return import_tensorflow().io.gfile.GFile(path, "rb")
+    _stat_regular(path)
     return open(path, "rb")
 
 
 def read_as_baseline_jpeg(path: str, max_edge: int) -> tuple:
     """:func:`to_baseline_jpeg` of the file at ``path``; decoders read only what they need of it."""
     try:
-        file = _open_binary(path)
+        file = open_file(path)
     except OSError as error:
         raise UnusableImage(f"cannot open: {error}") from None
     with file:
@@ -132,13 +196,24 @@ def to_baseline_jpeg(file, max_edge: int) -> tuple:
     Raises :class:`UnusableImage` for anything Pillow cannot turn into such a picture,
     including images over Pillow's decompression bomb limit (``Image.MAX_IMAGE_PIXELS``).
     """
+    with opened_image(file) as image:
+        if _is_baseline_jpeg_within(image, max_edge):
+            image.load()  # decode it once, so a truncated file is caught here, not in training
+            file.seek(0)
+            return file.read(), image.height, image.width
+        return _reencoded(image, max_edge)
+
+
+@contextlib.contextmanager
+def opened_image(file):
+    """Pillow's image of binary ``file``, of which only the header is read so far (format, size,
+    pixel limit), so nothing else is read from a file that is no image. Any failure in the
+    ``with`` block, decoding included, becomes an UnusableImage saying why."""
     try:
         with Image.open(file) as image:
-            if _is_baseline_jpeg_within(image, max_edge):
-                image.load()  # decode it once, so a truncated file is caught here, not in training
-                file.seek(0)
-                return file.read(), image.height, image.width
-            return _reencoded(image, max_edge)
+            yield image
+    except UnusableImage:
+        raise
     except UnidentifiedImageError:
         file.seek(0)
         raise UnusableImage("not an image format Pillow can read" if file.read(1) else "empty file") from None

@@ -31,8 +31,12 @@ import threading
 import time
 from typing import Iterable, Iterator, Optional
 
+from library.config import _OneLineParser
+
 HOST = "127.0.0.1"
 POLL_SECS = 0.2
+# Tasks one machine runs at most: each is a TensorFlow process, and the ports are held open while chosen.
+MAX_TASKS = 64
 # Seconds a task gets to exit after SIGTERM before it is killed.
 STOP_GRACE_SECS = 10
 _output_lock = threading.Lock()
@@ -185,8 +189,8 @@ def run(tasks: list[Task], command: list[str]) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The launcher's options and the command after ``--``."""
-    parser = argparse.ArgumentParser(prog="python -m library.local_cluster", description=__doc__.split("\n\n")[0],
-                                     allow_abbrev=False)
+    parser = _OneLineParser(prog="python -m library.local_cluster", description=__doc__.split("\n\n")[0],
+                            allow_abbrev=False)
     parser.add_argument("--workers", type=int, default=1, help="worker tasks besides the chief (default: 1)")
     parser.add_argument("--ps", type=int, default=0,
                         help="parameter servers; 0: a collective all-reduce cluster (default: 0)")
@@ -197,6 +201,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.workers < 0 or args.ps < 0:
         parser.error("--workers and --ps cannot be negative")
+    tasks = 1 + args.workers + args.ps + args.evaluator
+    if tasks > MAX_TASKS:
+        parser.error(f"a cluster of {tasks} tasks is more than one machine runs; at most {MAX_TASKS} in all")
     if not args.command and not args.print_tf_config:
         parser.error("give the command each task runs after --, e.g. -- run.py --config_set X")
     return args

@@ -13,23 +13,28 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
 - ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
 - ``describe(params) -> str``: a line printed when training starts (e.g. which network is used).
+- ``model_identity(params) -> dict``: what a checkpoint of the model is only good for (e.g. class
+  names, input size); recorded in model_dir when training starts and checked by every mode.
+- ``damaged_record(params) -> str or None``: where the data is damaged, after a ``DataLossError``.
 - ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
   ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
   one-device ``mirrored`` run).
 """
 
+import contextlib
 import dataclasses
 import json
 import os
 import random
 import shutil
+import signal
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-from library import atomic_file, config, distribution
+from library import atomic_file, config, distribution, model_directory
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
@@ -72,17 +77,23 @@ def make_estimator(settings, experiment, params, model_dir, strategy=None, tf_co
     return tf.estimator.Estimator(experiment.model_fn, config=run_config, params=params)
 
 
-def checkpoint_of(settings) -> str:
-    """The checkpoint that ``model`` names: latest (model_dir), best (best_model_dir) or a path."""
+def checkpoint_of(settings, identity: dict) -> str:
+    """The checkpoint that ``model`` names: latest (model_dir), best (best_model_dir) or a path; ConfigError
+    unless it was trained for ``identity``, by the record of its directory, else of model_dir."""
     if settings.model in ("latest", "best"):
         directory = settings.model_dir if settings.model == "latest" else settings.best_model_dir
         path = tf.train.latest_checkpoint(directory)
         if path is None:
             raise ConfigError(f"model: {settings.model}: no checkpoint in {directory}; train first or set --model to a checkpoint path")
-        return path
-    if not tf.io.gfile.exists(settings.model + ".index"):
+    elif tf.io.gfile.exists(settings.model + ".index"):
+        path = settings.model
+    else:
         raise ConfigError(f"model: no checkpoint at {settings.model} (expected {settings.model}.index); give latest, best or a checkpoint path")
-    return settings.model
+    directory = os.path.dirname(path)
+    if not tf.io.gfile.exists(os.path.join(directory, model_directory.RECORD_FILE)):
+        directory = settings.model_dir  # a best snapshot, or a copied checkpoint
+    model_directory.check_record(directory, identity)
+    return path
 
 
 def global_step_of(model_dir: str) -> int:
@@ -176,18 +187,32 @@ def training_strategy(settings, experiment):
 
 
 def train(settings, experiment, params) -> int:
-    """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``."""
+    """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``.
+
+    Everything is checked before anything is written; the chief (the one task outside a
+    cluster) then holds model_dir's training lock and records what the model is trained for.
+    """
     tf_config = distribution.read_tf_config(settings.distribution)
     strategy = training_strategy(settings, experiment)
     plan = plan_training(settings, experiment.train_examples(params),
                          distribution.images_per_step(settings.train_batch_size, strategy, tf_config))
+    identity = experiment.model_identity(params)
+    model_directory.check_record(settings.model_dir, identity)
+    task_type = tf_config.get("task", {}).get("type", "chief")
+    if task_type != "chief":
+        return train_task(settings, experiment, params, plan, strategy, tf_config, task_type)
+    with model_directory.training_lock(settings.model_dir):
+        model_directory.write_record(settings.model_dir, identity)
+        config.write_config(settings, settings.model_dir)
+        return train_task(settings, experiment, params, plan, strategy, tf_config, task_type)
+
+
+def train_task(settings, experiment, params, plan, strategy, tf_config, task_type) -> int:
+    """This task's training run, once the checks have passed."""
     params = {**params, "steps_per_epoch": plan.steps_per_epoch, "train_steps": plan.total_steps}
     in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
     estimator = make_estimator(settings, experiment, params, settings.model_dir, strategy, tf_config,
                                save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
-    task_type = tf_config.get("task", {}).get("type", "chief")
-    if task_type == "chief":
-        config.write_config(settings, settings.model_dir)
 
     def export_best(snapshot):
         export_saved_model(estimator, experiment, params, os.path.join(settings.best_model_dir, "export"), snapshot)
@@ -201,7 +226,8 @@ def train(settings, experiment, params) -> int:
     if in_cluster:
         train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type)
     else:
-        train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step)
+        with sigterm_as_interrupt():
+            train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step)
     record = best.record
     if record and task_type in ("chief", "evaluator"):
         accuracy = record["metrics"].get("accuracy")
@@ -219,14 +245,32 @@ def train_in_cycles(settings, experiment, params, estimator, plan, best, train_i
         evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
     while step < plan.total_steps:
         target = min((step // plan.cycle_steps + 1) * plan.cycle_steps, plan.total_steps)
-        hooks = [
-            StopOnNonFiniteLossHook(),
-            ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
-                            f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}"),
-        ]
-        estimator.train(train_input_fn, max_steps=target, hooks=hooks)
+        progress = ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
+                                   f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}")
+        try:
+            estimator.train(train_input_fn, max_steps=target, hooks=[StopOnNonFiniteLossHook(), progress])
+        finally:
+            progress.close()
         step = target
         evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a job scheduler), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM stops training as Ctrl-C does: checkpoints saved so far stay, and main says how to resume."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type) -> None:
@@ -248,7 +292,7 @@ def train_in_cluster(settings, experiment, params, estimator, plan, best, train_
 
 def evaluate(settings, experiment, params) -> int:
     """Evaluate the checkpoint ``model`` names and print its metrics."""
-    checkpoint = checkpoint_of(settings)
+    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
     results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
     print(f"checkpoint {checkpoint}")
@@ -261,10 +305,14 @@ def predict(settings, experiment, params) -> int:
     """Print one line per image of ``predict_input`` (and write them as CSV on request)."""
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
-    checkpoint = checkpoint_of(settings)
+    if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
+        raise ConfigError(f"predictions_file: {settings.predictions_file} is a folder; give a file path, e.g. "
+                          f"{os.path.join(settings.predictions_file, 'predictions.csv')}")
+    input_fn = experiment.predict_input_fn(params, settings.predict_input)
+    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
     lines = []
-    for prediction in estimator.predict(experiment.predict_input_fn(params, settings.predict_input), checkpoint_path=checkpoint):
+    for prediction in estimator.predict(input_fn, checkpoint_path=checkpoint):
         line = experiment.format_prediction(prediction, params)
         print(line, flush=True)
         lines.append(line)
@@ -283,7 +331,7 @@ def export(settings, experiment, params) -> int:
     """Write a SavedModel of the checkpoint ``model`` names."""
     if not settings.export_dir:
         raise ConfigError("export mode needs --export_dir DIR")
-    checkpoint = checkpoint_of(settings)
+    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
     print(f"SavedModel of {checkpoint} written to {export_saved_model(estimator, experiment, params, settings.export_dir, checkpoint)}")
     return 0
@@ -293,8 +341,11 @@ def export_hub(settings, experiment, params) -> int:
     """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
     if not settings.output:
         raise ConfigError("export_hub mode needs --output DIR")
-    checkpoint = checkpoint_of(settings)
-    experiment.export_feature_extractor(params, checkpoint, settings.output)
+    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
+    try:
+        experiment.export_feature_extractor(params, checkpoint, settings.output)
+    except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
+        raise ConfigError(f"export_hub: {error}") from None
     print(f"hub module of {checkpoint} written to {settings.output}")
     return 0
 
@@ -317,8 +368,10 @@ MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": exp
 
 
 def main(settings, experiment) -> int:
-    """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2."""
+    """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2, failures of
+    the data or the disk in one line and exit code 1, an interruption with how to resume (130, SIGTERM 143)."""
     seed_everything(settings.random_seed)
+    params = None
     try:
         params = experiment.make_params(settings.as_dict())
         if settings.benchmark_input:
@@ -334,7 +387,33 @@ def main(settings, experiment) -> int:
         print(f"error: training stopped: {error}. Checkpoints up to the last good one and the best snapshot "
               f"are intact; lower the learning_rate or check the data, then run again.", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except tf.errors.DataLossError as error:
+        where = experiment.damaged_record(params) if params else None
+        print(f"error: damaged data: {where}; convert the data set again" if where else
+              f"error: damaged file: {first_line(error)}; restore or remove it", file=sys.stderr)
+        return 1
+    except (OSError, tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError) as error:
+        print(f"error: {storage_problem(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interruption:
         print(f"\ninterrupted; run the same command again to resume from the latest checkpoint in {settings.model_dir}",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(interruption, Terminated) else 130
+
+
+def storage_problem(error) -> str:
+    """One line for a failed read or write (a read-only model_dir, a full disk): the path and what went wrong."""
+    if isinstance(error, OSError):
+        problem = f"{error.filename}: {error.strerror}" if error.filename else str(error)
+    else:  # TensorFlow's messages name the path
+        problem = first_line(error)
+    return problem + "; check the path, its permissions and the free space"
+
+
+def first_line(error: tf.errors.OpError) -> str:
+    """The line of a TensorFlow error's message that says what went wrong (graph errors add a page of context)."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    for line, following in zip(lines, lines[1:]):
+        if following.startswith("[["):  # the node that failed follows the cause
+            return line
+    return lines[0] if lines else type(error).__name__

@@ -1,6 +1,6 @@
 """Options of the generic run loop (``library.run_loop``), declared apart so --help needs no TensorFlow."""
 
-from library.config import Option
+from library.config import AT_LEAST_1, NON_NEGATIVE, Option, Range
 
 MODES = ("train", "evaluate", "predict", "export", "export_hub")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "parameter_server")
@@ -12,13 +12,15 @@ RUN_LOOP_OPTIONS = (
     Option("model", str, "latest", "checkpoint for evaluate/predict/export: latest, best, or a checkpoint path"),
     Option("model_dir", str, "out/current/checkpoints", "checkpoints, TensorBoard events and config.yaml"),
     Option("best_model_dir", str, "out/current/best", "snapshot of the checkpoint with the lowest validation loss"),
-    Option("train_batch_size", int, 32, "global training batch size (split across replicas)"),
-    Option("train_epochs", int, 1, "epochs to train in total, counting earlier interrupted runs"),
-    Option("epochs_between_evals", int, 1, "epochs trained between two evaluations"),
-    Option("random_seed", int, None, "seed for TensorFlow, numpy, Python and every shuffle; null: not reproducible"),
+    Option("train_batch_size", int, 32, "global training batch size (split across replicas)", valid=AT_LEAST_1),
+    Option("train_epochs", int, 1, "epochs to train in total, counting earlier interrupted runs", valid=AT_LEAST_1),
+    Option("epochs_between_evals", int, 1, "epochs trained between two evaluations", valid=AT_LEAST_1),
+    Option("random_seed", int, None, "seed for TensorFlow, numpy, Python and every shuffle; null: not reproducible",
+           valid=Range(0, 2**32 - 1)),
     Option("xla", bool, False, "XLA JIT compilation for the session"),
-    Option("save_checkpoints_secs", int, 600, "seconds between checkpoints within a cycle (one is always written at its end)"),
-    Option("keep_checkpoint_max", int, 5, "recent checkpoints kept in model_dir"),
+    Option("save_checkpoints_secs", int, 600, "seconds between checkpoints within a cycle (one is always written at its end)",
+           valid=AT_LEAST_1),
+    Option("keep_checkpoint_max", int, 5, "recent checkpoints kept in model_dir; 0 keeps all", valid=NON_NEGATIVE),
     Option("export_best", bool, False, "also export each new best model as a SavedModel under best_model_dir/export"),
     Option("distribution", str, "none", "none, mirrored (local GPUs), multi_worker or parameter_server (TF_CONFIG)", choices=DISTRIBUTIONS),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),

@@ -21,6 +21,15 @@ def shard_filename(name: str, index: int, count: int) -> str:
     return f"{name}-{index:05d}-of-{count:05d}.tfrecord"
 
 
+_SHARD_FILENAME = re.compile(r"(?P<name>.+)-(?P<index>\d{5})-of-(?P<count>\d{5})\.tfrecord")
+
+
+def parse_shard_filename(filename: str):
+    """(set name, index, count) of a file name :func:`shard_filename` made; None for any other name."""
+    match = _SHARD_FILENAME.fullmatch(filename)
+    return (match["name"], int(match["index"]), int(match["count"])) if match else None
+
+
 def _earlier_output_pattern(name: str) -> re.Pattern:
     """Shard names of any set called ``name``, finished or as temporary_name makes them."""
     shard = rf"{re.escape(name)}-\d{{5}}-of-\d{{5}}\.tfrecord"

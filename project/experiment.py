@@ -13,6 +13,7 @@ import sys
 
 from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
+from library.tfrecord_writer import parse_shard_filename
 from project import feature_extractor, input_fn as inputs, model_fn as model, record_schema
 
 tf = import_tensorflow()
@@ -39,7 +40,12 @@ def make_params(values: dict) -> dict:
     labels_file = values["labels_file"]
     if not labels_file or not tf.io.gfile.exists(labels_file):
         raise ConfigError(f"labels_file: {labels_file} not found; convert the data set first (convert_dataset.py writes it)")
-    class_names = record_schema.read_labels(labels_file)
+    try:
+        class_names = record_schema.read_labels(labels_file)
+    except tf.errors.OpError as error:
+        raise ConfigError(f"labels_file: cannot read {labels_file}: {error.message}") from None
+    except ValueError as error:
+        raise ConfigError(f"labels_file: {error}; fix that line or convert the data set again") from None
     if not class_names:
         raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
     params = {**values, "class_names": class_names, "num_classes": len(class_names)}
@@ -49,12 +55,37 @@ def make_params(values: dict) -> dict:
         params["image_size"] = feature_extractor.input_image_size(params)
     except ValueError as error:
         raise ConfigError(str(error)) from None
+    for option in ("train_data", "eval_data"):
+        check_one_conversion(params[option], option)
     return params
 
 
 def describe(params) -> str:
     """The line printed when training starts: which feature extractor, signature, output and sizes."""
     return feature_extractor.describe(params)
+
+
+def model_identity(params) -> dict:
+    """What a checkpoint of this model is only good for: its classes, feature extractor and input size."""
+    hub_module = params["hub_module"]
+    if os.path.isdir(hub_module):  # a local module, however the path is written
+        hub_module = os.path.abspath(hub_module)
+    return {"class_names": params["class_names"], "hub_module": hub_module, "image_size": params["image_size"]}
+
+
+def check_one_conversion(pattern, option) -> None:
+    """Raise ConfigError when ``pattern`` matches the shards of two conversions of one set, e.g. ``-of-00004``
+    and ``-of-00008`` side by side after an interrupted conversion: reading both would count images twice."""
+    counts = {}
+    for path in tf.io.gfile.glob(pattern) if pattern else []:
+        shard = parse_shard_filename(os.path.basename(path))
+        if shard:
+            counts.setdefault((os.path.dirname(path), shard[0]), set()).add(shard[2])
+    for (directory, name), found in counts.items():
+        if len(found) > 1:
+            sets = " and ".join(f"{name}-*-of-{count:05d}" for count in sorted(found))
+            raise ConfigError(f"{option}: {pattern} matches the shards of {len(found)} conversions in {directory}, "
+                              f"{sets}; convert the data set again (it removes the older set) or delete one set")
 
 
 def train_examples(params) -> int:
@@ -79,13 +110,34 @@ def train_examples(params) -> int:
 
 
 def predict_input_fn(params, source: str):
-    """Input over raw image files for prediction: a folder, a glob pattern, or comma-separated files."""
+    """Input over raw image files for prediction: a folder, a glob pattern, or comma-separated files.
+
+    The files are listed now, so that a source without any is an error before the model is loaded.
+    """
     if "," in source or not (tf.io.gfile.isdir(source) or glob.has_magic(source)):
         source = [path for path in source.split(",") if path]
         missing = [path for path in source if not tf.io.gfile.exists(path)]
         if missing:
             raise ConfigError(f"predict_input: {missing[0]} not found; give a folder, a file pattern, or existing files")
-    return lambda: inputs.raw_input_fn(params, tf.estimator.ModeKeys.PREDICT, source)
+    paths, _ = inputs.list_image_files(source)
+    if not paths:
+        found = "no file matches" if isinstance(source, str) and glob.has_magic(source) else "no files in"
+        raise ConfigError(f"predict_input: {found} {source}; give a folder, a file pattern, or files holding images")
+    return lambda: inputs.raw_input_fn(params, tf.estimator.ModeKeys.PREDICT, paths)
+
+
+def damaged_record(params):
+    """Where the first damaged record of train_data and eval_data is (file and record number, what is wrong),
+    found by reading them all; None when every record is whole. Called after a DataLossError, which names no file."""
+    for pattern in (params["train_data"], params["eval_data"]):
+        for path in sorted(tf.io.gfile.glob(pattern)) if pattern else []:
+            index = 0
+            try:
+                for _ in tf.compat.v1.io.tf_record_iterator(path):
+                    index += 1
+            except tf.errors.DataLossError as error:
+                return f"{path}, record {index}: {error.message}"
+    return None
 
 
 def format_prediction(prediction: dict, params) -> str:

@@ -25,12 +25,11 @@ change them, and each epoch gets new ones.
 """
 
 import functools
-import io
 import os
 import random
 import time
 
-from PIL import ExifTags, Image
+from PIL import ExifTags
 
 from library import image_files
 from library.tensorflow_env import import_tensorflow
@@ -283,16 +282,18 @@ def decodable_image(path):
     A JPEG, PNG or GIF that is upright and opaque passes through once Pillow has read it all
     (a JPEG cheaply, at 1/8 scale); any other image goes through the converter's own
     normalization (EXIF rotation, transparency on white, any format) to a JPEG of the same size.
+    Raises ``image_files.UnusableImage`` (or OSError) for anything else, FIFOs included, which are never opened.
     """
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        encoded = handle.read()
-    with Image.open(io.BytesIO(encoded)) as image:
-        width, height = image.size
-        if image.format in PASS_THROUGH_FORMATS and is_upright_and_opaque(image):
-            image.draft("RGB", (1, 1))  # JPEG only: smallest DCT scale, still decodes every byte
-            image.load()
-            return encoded, height, width
-    return image_files.to_baseline_jpeg(io.BytesIO(encoded), max_edge=max(width, height))
+    with image_files.open_file(path) as handle:
+        with image_files.opened_image(handle) as image:  # reads the header only: no image, nothing more read
+            width, height = image.size
+            if image.format in PASS_THROUGH_FORMATS and is_upright_and_opaque(image):
+                image.draft("RGB", (1, 1))  # JPEG only: smallest DCT scale, still decodes every byte
+                image.load()
+                handle.seek(0)
+                return handle.read(), height, width
+        handle.seek(0)
+        return image_files.to_baseline_jpeg(handle, max_edge=max(width, height))
 
 
 def is_upright_and_opaque(image):

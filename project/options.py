@@ -6,21 +6,22 @@ options of ``hyperparameters.yaml`` say what to train (network, optimizer, regul
 """
 
 from library.config import HYPERPARAMETER_FILE as HP
-from library.config import Option
+from library.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_1, Option
 from library.run_options import RUN_LOOP_OPTIONS
 
 PROJECT_OPTIONS = (
     Option("train_data", str, None, "file pattern of the training TFRecords, e.g. dataset/train/train-*.tfrecord"),
     Option("eval_data", str, None, "file pattern of the evaluation TFRecords"),
     Option("labels_file", str, None, "labels.txt written by convert_dataset.py (class names, one a line)"),
-    Option("eval_batch_size", int, 64, "evaluation and prediction batch size"),
-    Option("shuffle_buffer", int, 2048, "records held in the training shuffle buffer"),
-    Option("cycle_length", int, 8, "TFRecord files read at once by the interleave"),
-    Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = tf.data.AUTOTUNE"),
+    Option("eval_batch_size", int, 64, "evaluation and prediction batch size", valid=AT_LEAST_1),
+    Option("shuffle_buffer", int, 2048, "records held in the training shuffle buffer", valid=AT_LEAST_1),
+    Option("cycle_length", int, 8, "TFRecord files read at once by the interleave", valid=AT_LEAST_1),
+    Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = tf.data.AUTOTUNE",
+           valid=NON_NEGATIVE),
     Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated image files"),
     Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
     Option("benchmark_input", bool, False, "run the training input pipeline alone and print images/s as JSON"),
-    Option("benchmark_batches", int, 200, "batches timed by --benchmark_input, after a warm-up"),
+    Option("benchmark_batches", int, 200, "batches timed by --benchmark_input, after a warm-up", valid=AT_LEAST_1),
 )
 
 # TF Hub's TF1 MobileNetV2 (ImageNet) feature-vector module; versions 4 and later are TF2 SavedModels.
@@ -33,23 +34,26 @@ HYPERPARAMETER_OPTIONS = (
            "the module has it, else default", HP),
     Option("hub_output", str, None, "output of that signature; null: default", HP),
     Option("image_size", int, None, "input height and width of project networks and of modules of any size; "
-           "null: a module's own size, else 224", HP),
-    Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HP),
+           "null: a module's own size, else 224", HP, valid=AT_LEAST_1),
+    Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HP, valid=POSITIVE),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
-    Option("learning_rate", float, 1e-4, "initial learning rate", HP),
+    Option("learning_rate", float, 1e-4, "initial learning rate", HP, valid=POSITIVE),
     Option("learning_rate_schedule", str, "constant", "learning rate over training", HP, ("constant", "cosine", "exponential")),
-    Option("learning_rate_decay", float, 0.94, "exponential schedule: factor applied per epoch", HP),
+    Option("learning_rate_decay", float, 0.94, "exponential schedule: factor applied per epoch", HP, valid=FRACTION),
     Option("optimizer", str, "Adam", "optimizer", HP, ("Adam", "Momentum", "SGD")),
-    Option("momentum", float, 0.9, "Momentum optimizer: momentum", HP),
-    Option("adam_beta1", float, 0.9, "Adam: exponential decay of the first moment", HP),
-    Option("adam_beta2", float, 0.999, "Adam: exponential decay of the second moment", HP),
-    Option("adam_epsilon", float, 1e-8, "Adam: numerical stability constant", HP),
-    Option("dropout_rate", float, 0.5, "dropout before the classification layer (training only)", HP),
-    Option("l2_regularization", float, 0.0, "L2 weight decay on trainable weights", HP),
-    Option("xentropy_label_smoothing", float, 0.0, "label smoothing of the softmax cross-entropy", HP),
+    Option("momentum", float, 0.9, "Momentum optimizer: momentum", HP, valid=PROBABILITY_BELOW_1),
+    Option("adam_beta1", float, 0.9, "Adam: exponential decay of the first moment", HP, valid=PROBABILITY_BELOW_1),
+    Option("adam_beta2", float, 0.999, "Adam: exponential decay of the second moment", HP, valid=PROBABILITY_BELOW_1),
+    Option("adam_epsilon", float, 1e-8, "Adam: numerical stability constant", HP, valid=POSITIVE),
+    Option("dropout_rate", float, 0.5, "dropout before the classification layer (training only)", HP,
+           valid=PROBABILITY_BELOW_1),
+    Option("l2_regularization", float, 0.0, "L2 weight decay on trainable weights", HP, valid=NON_NEGATIVE),
+    Option("xentropy_label_smoothing", float, 0.0, "label smoothing of the softmax cross-entropy", HP,
+           valid=PROBABILITY_BELOW_1),
     Option("random_flip", bool, True, "random horizontal flips in training", HP),
-    Option("min_crop_area", float, 0.08, "smallest fraction of the image a training crop covers", HP),
-    Option("eval_crop_fraction", float, 0.875, "fraction of the image kept by the evaluation central crop", HP),
+    Option("min_crop_area", float, 0.08, "smallest fraction of the image a training crop covers", HP, valid=FRACTION),
+    Option("eval_crop_fraction", float, 0.875, "fraction of the image kept by the evaluation central crop", HP,
+           valid=FRACTION),
     Option("mixed_precision", bool, False, "float16 compute with loss scaling (GPU only; ignored on CPU)", HP),
 )
 

@@ -63,8 +63,29 @@ def feature_spec():
 
 
 def read_labels(path: str) -> list:
-    """Class names from a labels.txt (label id = line number from 0)."""
+    """Class names from a labels.txt (label id = line number from 0).
+
+    Raises ValueError naming the line of a name that cannot be a class (see
+    ``image_files.check_class_names``) and of a blank line, which would shift the ids of every
+    line after it; blank lines at the end are ignored. Only a newline ends a line (CRLF files
+    are read too), so any other control character stays in its line and is refused.
+    """
     import tensorflow as tf
 
-    with tf.io.gfile.GFile(path, "r") as handle:
-        return [line.rstrip("\r\n") for line in handle if line.strip()]
+    from library.image_files import check_class_names
+
+    with tf.io.gfile.GFile(path, "rb") as handle:
+        data = handle.read()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ValueError(f"{path}, line {line} is not UTF-8 text") from None
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    while lines and not lines[-1].strip():
+        lines.pop()
+    try:
+        check_class_names(lines, lambda index: f"line {index + 1} {lines[index]!r}")
+    except ValueError as error:
+        raise ValueError(f"{path}, {error}") from None
+    return lines

@@ -99,6 +99,7 @@ SKIPPED = {  # file -> words of the reason
     "dog/notes.txt": "not an image",
     "dog/bomb.png": "decompression bomb",
     "cat/loop": "links to a folder already included",
+    "dog/pipe.jpg": "a FIFO, not a regular file",
 }
 PIXEL_LIMIT = 100_000  # Pillow refuses images over twice this; the bomb has 240,000 pixels
 
@@ -131,6 +132,7 @@ def build_messy_dataset(root) -> None:
     write(root / "dog/corrupt.png", (root / "dog/corrupt.png").read_bytes()[:60] + bytes(200))  # pixel data zeroed
     write(root / "dog/notes.txt", "collected at the zoo\n".encode())
     save(root / "dog/bomb.png", Image.new("RGB", (600, 400)), "PNG")
+    os.mkfifo(root / "dog/pipe.jpg")  # opening it would wait for a writer forever
     save(root / "vögel/🐦.png", noise((30, 20)), "PNG")
     (root / "empty").mkdir()
     save(root / ".hidden_folder/x.jpg", noise((30, 20)), "JPEG")
@@ -163,9 +165,9 @@ def manifest_of(directory, name="train") -> dict:
 def test_the_run_succeeds_and_reports_what_it_did(messy):
     _, code, stdout, stderr = messy
     assert code == 0
-    summary = r"images: 15, skipped: 6, shards: 8, size: \d+\.\d MB, speed: \d+ images/s, output: .*\n"
+    summary = r"images: 15, skipped: 7, shards: 8, size: \d+\.\d MB, speed: \d+ images/s, output: .*\n"
     assert re.fullmatch(summary, stdout)
-    assert "files skipped (not usable images): 6; each is listed with its reason in" in stderr
+    assert "files skipped (not usable images): 7; each is listed with its reason in" in stderr
     assert "warning: class folder empty has no usable images" in stderr
     assert "Traceback" not in stderr
 
@@ -300,6 +302,20 @@ def nothing_usable(root):
     write(root / "data/cat/a.jpg", b"not a jpeg")
 
 
+def class_folder_named(name):
+    def make(root):
+        write(root / "data/cat/a.jpg", encoded(noise((8, 8)), "JPEG"))
+        write(root / "data" / name / "a.jpg", encoded(noise((8, 8)), "JPEG"))
+    return make
+
+
+def labels_file_with(text):
+    def make(root):
+        write(root / "data/cat/a.jpg", encoded(noise((8, 8)), "JPEG"))
+        write(root / "labels.txt", text.encode())
+    return make
+
+
 @pytest.mark.parametrize(
     "make, extra, message",
     [
@@ -312,9 +328,20 @@ def nothing_usable(root):
         (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"cannot read --labels_file \S+missing.txt"),
         (nothing_usable, (), r"none of the files below --dataset_dir \S+ is a usable image; reasons in \S+\.json"),
         (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see --help\)"),
+        (class_folder_named("new\nline"), (), r"class folder 'new\\nline' contains a control character \(U\+000A\); "
+                                               r"rename it in --dataset_dir \S+ \(folder names are class names\)"),
+        (class_folder_named(" "), (), r"class folder ' ' is blank; rename it in --dataset_dir"),
+        (labels_file_with("caf\u00e9\ncafe\u0301\n"), ("--labels_file", "{root}/labels.txt"),
+         r"--labels_file \S+labels.txt, line 2 'cafe\u0301' is the same name as line 1 'caf\u00e9' after Unicode "
+         r"normalization; fix that line \(the line number is the label id\)"),
+        (labels_file_with("cat\ndog\ncat\n"), ("--labels_file", "{root}/labels.txt"),
+         r"--labels_file \S+labels.txt, line 3 'cat' is the same name as line 1 'cat'; fix that line"),
+        (labels_file_with("cat\n \ndog\n"), ("--labels_file", "{root}/labels.txt"),
+         r"--labels_file \S+labels.txt, line 2 ' ' is blank; fix that line"),
     ],
     ids=["missing", "empty", "no-class-folders", "no-files", "class-not-in-labels", "missing-labels-file",
-         "nothing-usable", "bad-max-edge"],
+         "nothing-usable", "bad-max-edge", "newline-in-folder", "blank-folder", "labels-normalization-duplicate",
+         "labels-duplicate", "labels-blank-line"],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, make, extra, message):
     make(tmp_path)
@@ -323,6 +350,26 @@ def test_bad_input_is_a_one_line_error(tmp_path, make, extra, message):
     assert code == 1
     assert re.fullmatch(rf"error: {message}.*", stderr.splitlines()[-1])  # after the progress bar, if it got that far
     assert "Traceback" not in stderr
+
+
+@pytest.mark.parametrize("make", [class_folder_named("new\nline"), class_folder_named("\t"),
+                                  labels_file_with("cat\ncat\n")], ids=["newline", "blank", "duplicate-label"])
+def test_a_bad_class_name_is_refused_before_anything_is_written(tmp_path, make):
+    make(tmp_path)
+    extra = ("--labels_file", tmp_path / "labels.txt") if (tmp_path / "labels.txt").exists() else ()
+    before = sorted(os.listdir(tmp_path / "data"))
+    code, stdout, stderr = convert(tmp_path / "data", tmp_path / "data", "--num_workers", 1, *extra)
+    assert code == 1 and stderr.count("\n") == 1 and stderr.startswith("error: ") and stdout == ""
+    assert sorted(os.listdir(tmp_path / "data")) == before  # no shard, labels.txt or manifest
+
+
+def test_class_folders_differing_only_in_case_are_two_classes_with_a_warning(tmp_path):
+    write(tmp_path / "data/Cat/a.jpg", encoded(noise((8, 8)), "JPEG"))
+    write(tmp_path / "data/cat/b.jpg", encoded(noise((8, 8)), "JPEG"))
+    code, _, stderr = convert(tmp_path / "data", tmp_path / "out", "--num_workers", 1)
+    assert code == 0, stderr
+    assert "warning: class folders 'Cat' and 'cat' differ only in case; they become two classes\n" in stderr
+    assert record_schema.read_labels(str(tmp_path / "out/labels.txt")) == ["Cat", "cat"]
 
 
 @pytest.mark.parametrize("output, message", [

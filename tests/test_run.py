@@ -1,7 +1,9 @@
 """run.py end to end on a tiny generated data set: train, resume, best snapshot, other modes."""
 
+import errno
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -15,10 +17,11 @@ from PIL import Image
 
 import convert_dataset
 import run
-from library import hub_module, keras_application
+from library import config, hub_module, keras_application, model_directory
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
 from tests.conftest import ROOT, tf
+from tests.library.test_model_directory import hold_lock_in_another_process
 
 COLORS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 IMAGES_PER_CLASS = 8
@@ -328,3 +331,172 @@ def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(p
     assert err == ("error: distribution multi_worker: this model's variables cannot be mirrored by tf.distribute "
                    "(see SUPPORTS_DISTRIBUTION_STRATEGIES in the experiment); use distribution parameter_server for "
                    "several machines or GPUs, or none\n")
+
+
+# --- no silent wrong answers, no hangs, one line per failure ---
+
+
+def listing(folder):
+    """{relative path: (size, mtime)} of every file below ``folder``: what a refused run must leave unchanged."""
+    return {os.path.relpath(os.path.join(directory, name), folder): (os.stat(os.path.join(directory, name)).st_size,
+                                                                    os.stat(os.path.join(directory, name)).st_mtime_ns)
+            for directory, _, names in os.walk(folder) for name in names}
+
+
+def assert_one_line_error(capsys, message):
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+
+
+def test_a_model_dir_serves_only_the_model_it_was_trained_for(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+    record = json.loads((tmp_path / "model" / "trained_for.json").read_text())
+    assert record == {"class_names": sorted(COLORS), "hub_module": "small_cnn", "image_size": 16}
+    two_classes = tmp_path / "two-classes.txt"
+    two_classes.write_text("blue\ngreen\n")
+    (tmp_path / "hub").mkdir()
+    before = listing(tmp_path)
+    mismatch = ("holds a model trained for class_names ['blue', 'green', 'red'] (3 entries), but this configuration "
+                "has ['blue', 'green'] (2 entries); use a new model_dir for a new model")
+    for argv in (["--mode", "train", "--train_epochs", "4"],
+                 ["--mode", "evaluate"],
+                 ["--mode", "evaluate", "--model", "best"],
+                 ["--mode", "evaluate", "--model", tf.train.latest_checkpoint(str(tmp_path / "model"))],
+                 ["--mode", "predict", "--predict_input", str(project.parent / "images" / "test" / "red")],
+                 ["--mode", "export", "--export_dir", str(tmp_path / "export")],
+                 ["--mode", "export_hub", "--output", str(tmp_path / "hub")]):
+        capsys.readouterr()
+        assert run_main(project, tmp_path, "--labels_file", str(two_classes), *argv) == 2, argv
+        assert_one_line_error(capsys, f"error: {tmp_path / 'model'} {mismatch}")
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "evaluate", "--image_size", "20") == 2
+    assert_one_line_error(capsys, "holds a model trained for image_size 16, but this configuration has 20")
+    assert listing(tmp_path) == before
+
+    # export_hub replaces an earlier module, but never the user's files beside it.
+    assert run_main(project, tmp_path, "--mode", "export_hub", "--output", str(tmp_path / "hub")) == 0
+    (tmp_path / "hub" / "notes.txt").write_text("keep me")
+    before = listing(tmp_path / "hub")
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "export_hub", "--output", str(tmp_path / "hub")) == 2
+    assert_one_line_error(capsys, f"error: export_hub: {tmp_path / 'hub'} holds an earlier hub module but also "
+                                  "'notes.txt', which replacing the module would delete")
+    assert listing(tmp_path / "hub") == before
+
+
+def test_a_second_training_run_on_a_model_dir_is_refused_naming_the_first(project, tmp_path, capsys):
+    holder = hold_lock_in_another_process(tmp_path / "model")
+    try:
+        before = listing(tmp_path)
+        assert run_main(project, tmp_path) == 2
+        assert_one_line_error(capsys, f"error: model_dir {tmp_path / 'model'} is being trained by pid {holder.pid} on "
+                                      f"host {socket.gethostname()} (lock file {tmp_path / 'model' / 'training.lock'}); "
+                                      "wait for that run to end or stop it, or use another model_dir")
+        assert listing(tmp_path) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_sigterm_stops_training_like_ctrl_c_with_the_resume_hint(project, tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
+               "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best"),
+               "--train_epochs", "1000", "--epochs_between_evals", "1000"]
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None and not (
+                tmp_path / "model" / "graph.pbtxt").exists():  # written once training runs
+            time.sleep(0.2)
+        assert process.poll() is None
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143
+    assert stderr.rstrip("\n").splitlines()[-1] == (
+        f"interrupted; run the same command again to resume from the latest checkpoint in {tmp_path / 'model'}")
+    assert "Traceback" not in stderr
+    assert (tmp_path / "model" / "training.lock").read_text() == ""  # released
+
+
+def damaged_copy(source, target, shard_name, damage):
+    """A copy of the shards and manifest of ``source`` in ``target``, ``shard_name`` damaged; its path."""
+    target.mkdir()
+    for path in sorted(source.iterdir()):
+        (target / path.name).write_bytes(path.read_bytes())
+    shard = target / shard_name
+    shard.write_bytes(damage(shard.read_bytes()))
+    return shard
+
+
+def test_a_damaged_shard_is_named_in_one_line_in_training_and_evaluation(project, tmp_path, capsys):
+    data = project.parent / "data"
+    truncated = damaged_copy(data / "train", tmp_path / "train", "train-00001-of-00002.tfrecord",
+                             lambda records: records[:-100])  # cut inside its last record
+    assert run_main(project, tmp_path, "--train_data", str(tmp_path / "train" / "train-*.tfrecord")) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.fullmatch(rf"error: damaged data: {truncated}, record 11: truncated record at \d+.*; "
+                        "convert the data set again", err.strip().splitlines()[-1]), err
+
+    assert tf.train.latest_checkpoint(str(tmp_path / "model"))  # the step-0 checkpoint, written before the first step
+    corrupted = damaged_copy(data / "test", tmp_path / "test", "test-00000-of-00002.tfrecord",
+                             lambda records: records[:200] + bytes(8) + records[208:])  # inside the first record
+    assert run_main(project, tmp_path, "--mode", "evaluate", "--eval_data", str(tmp_path / "test" / "test-*.tfrecord")) == 1
+    err = capsys.readouterr().err
+    # The record's data starts at byte 12, after its length and the length's checksum.
+    assert err == f"error: damaged data: {corrupted}, record 0: corrupted record at 12; convert the data set again\n"
+
+
+def test_shards_of_two_conversions_side_by_side_are_refused_naming_both_counts(project, tmp_path, capsys):
+    data = tmp_path / "data"
+    data.mkdir()
+    for index in range(2):
+        source = project.parent / "data" / "train" / f"train-0000{index}-of-00002.tfrecord"
+        (data / source.name).write_bytes(source.read_bytes())
+    for index in range(4):  # an interrupted conversion into 4 shards left its finished shards
+        (data / f"train-0000{index}-of-00004.tfrecord").write_bytes(source.read_bytes())
+    assert run_main(project, tmp_path, "--train_data", str(data / "train-*.tfrecord")) == 2
+    assert_one_line_error(capsys, f"train_data: {data}/train-*.tfrecord matches the shards of 2 conversions in {data}, "
+                                  "train-*-of-00002 and train-*-of-00004; convert the data set again")
+    assert not (tmp_path / "model").exists()
+
+
+def test_failed_writes_name_the_path_in_one_line(project, tmp_path, capsys, monkeypatch):
+    assert run_main(project, tmp_path, "--model_dir", "/sys/nowhere/model") == 1  # not even root may write there
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: /sys/nowhere: (Operation not permitted|Permission denied); check the path, its "
+                        r"permissions and the free space\n", err), err
+
+    full = str(tmp_path / "model" / "config.yaml")
+    monkeypatch.setattr(config, "write_config", lambda *args: (_ for _ in ()).throw(
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), full)))
+    assert run_main(project, tmp_path) == 1
+    assert_one_line_error(capsys, f"error: {full}: No space left on device; check the path, its permissions")
+    monkeypatch.setattr(model_directory, "write_record", lambda *args: (_ for _ in ()).throw(
+        tf.errors.ResourceExhaustedError(None, None, f"{full}; No space left on device")))
+    assert run_main(project, tmp_path) == 1
+    assert_one_line_error(capsys, f"error: {full}; No space left on device; check the path")
+
+
+def test_prediction_mistakes_are_one_line_errors_before_any_model_is_loaded(project, tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "predictions").mkdir()
+    images = str(project.parent / "images" / "test" / "red")
+    for argv, message in [
+        (["--predict_input", str(tmp_path / "empty")], f"predict_input: no files in {tmp_path / 'empty'}"),
+        (["--predict_input", str(tmp_path / "*.png")], f"predict_input: no file matches {tmp_path / '*.png'}"),
+        (["--predict_input", images, "--predictions_file", str(tmp_path / "predictions")],
+         f"predictions_file: {tmp_path / 'predictions'} is a folder; give a file path"),
+    ]:
+        assert run_main(project, tmp_path, "--mode", "predict", *argv) == 2
+        assert_one_line_error(capsys, message)
+
+
+def test_a_labels_file_repeating_a_class_is_refused(project, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("blue\ngreen\nred\ngreen\n")
+    assert run_main(project, tmp_path, "--labels_file", str(labels)) == 2
+    assert_one_line_error(capsys, f"error: labels_file: {labels}, line 4 'green' is the same name as line 2 'green'")

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 import yaml
@@ -254,7 +255,8 @@ def test_help_lists_every_option_with_type_default_and_description():
     for option in OPTIONS:
         assert f"--{option.name}" in flat
         assert " ".join(option.help.split()) in flat, option.name
-        assert f"({option.describe_type()}, default: {option.default})" in flat, option.name
+        assert f"({option.describe_valid()}, default: {option.default})" in flat, option.name
+    assert "(int >= 1, default: 32)" in flat and "(float [0, 1), default: 0.5)" in flat  # train_batch_size, dropout_rate
 
 
 def test_write_config_records_values_and_sources(tmp_path):
@@ -271,5 +273,79 @@ def test_write_config_records_values_and_sources(tmp_path):
 def test_null_from_the_command_line_unsets_an_optional_option():
     settings = resolve("--config_set", "thinkpadx201t", "--random_seed", "null")
     assert settings.random_seed is None
-    with pytest.raises(ConfigError, match=r"train_batch_size: 'null' is not a valid int"):
+    with pytest.raises(ConfigError, match=r"command line: train_batch_size: null is not allowed, it needs a value "
+                                          r"\(int >= 1, default: 32\)"):
         resolve("--train_batch_size", "null")
+
+
+@pytest.mark.parametrize("project, message", [
+    ("default:\n  train_batch_size: ~\n",
+     "set 'default': train_batch_size: null is not allowed, it needs a value (int >= 1, default: 32)"),
+    ("default:\n  mode: null\n", "set 'default': mode: null is not allowed, it needs a value ({train,"),
+])
+def test_null_for_an_option_that_needs_a_value_is_a_config_error(tmp_path, project, message):
+    with pytest.raises(ConfigError) as error:
+        resolve(project_file=write_files(tmp_path, project, "default: {}\n"))
+    assert message in str(error.value)
+
+
+def test_every_declared_default_is_in_its_valid_range():
+    for option in OPTIONS:
+        if option.type in (int, float) and option.default is not None:
+            assert option.valid is not None and option.default in option.valid, option.name
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--train_batch_size", "-5"], "command line: train_batch_size: -5 is not a valid int >= 1"),
+    (["--train_epochs", "0"], "train_epochs: 0 is not a valid int >= 1"),
+    (["--eval_batch_size", "0"], "eval_batch_size: 0 is not a valid int >= 1"),
+    (["--dropout_rate", "1"], "dropout_rate: 1.0 is not a valid float [0, 1)"),
+    (["--learning_rate", "0"], "learning_rate: 0.0 is not a valid float > 0"),
+    (["--learning_rate", "nan"], "learning_rate: nan is not a valid float > 0"),
+    (["--learning_rate", "inf"], "learning_rate: inf is not a valid float > 0"),
+    (["--min_crop_area", "0"], "min_crop_area: 0.0 is not a valid float (0, 1]"),
+    (["--eval_crop_fraction", "1.5"], "eval_crop_fraction: 1.5 is not a valid float (0, 1]"),
+    (["--xentropy_label_smoothing", "1"], "xentropy_label_smoothing: 1.0 is not a valid float [0, 1)"),
+    (["--random_seed", "-1"], "random_seed: -1 is not a valid int [0, 4294967295]"),
+])
+def test_numbers_outside_their_declared_range_are_config_errors(argv, message):
+    with pytest.raises(ConfigError) as error:
+        resolve(*argv)
+    assert str(error.value) == message or str(error.value).endswith(message)
+
+
+def test_range_is_checked_in_yaml_too(tmp_path):
+    with pytest.raises(ConfigError, match=r"hyperparameters.yaml, set 'default': dropout_rate: -0.5 is not a valid "
+                                          r"float \[0, 1\)"):
+        resolve(project_file=write_files(tmp_path, "default: {}\n", "default:\n  dropout_rate: -0.5\n"))
+    assert resolve("--dropout_rate", "0", "--keep_checkpoint_max", "0").dropout_rate == 0.0  # closed ends are valid
+
+
+def test_an_out_of_range_option_stops_run_py_before_anything_is_written(tmp_path):
+    code, out, err = run_cli("--train_batch_size", "-5", "--model_dir", str(tmp_path / "model"))
+    assert code == 2
+    assert err == "error: command line: train_batch_size: -5 is not a valid int >= 1\n"
+    assert os.listdir(tmp_path) == []
+
+
+LAUGHS = "default:\n  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(
+    f"  {name}: &{name} [{','.join([f'*{previous}'] * 9)}]\n" for previous, name in zip("abcdefgh", "bcdefghi")
+) + "  train_batch_size: *i\n"
+
+
+@pytest.mark.parametrize("text, message", [
+    (LAUGHS, "project.yaml:2: aliases expand to over 100000 values; use anchors for sets of options"),
+    ("a: &A {<<: *A}\ndefault:\n  <<: *A\n", "project.yaml:1: an alias refers to the anchor it is inside"),
+    ("default:\n  a: &A [1, *A]\n  model_dir: *A\n", "project.yaml:2: an alias refers to the anchor it is inside"),
+    ("default:\n  model_dir: caf\xe9\n".encode("latin-1"),
+     "project.yaml: not UTF-8 text (byte 0xe9 at offset 25); save it as UTF-8"),
+], ids=["billion-laughs", "self-merge", "self-alias", "latin-1"])
+def test_hostile_or_broken_yaml_is_a_short_error_at_once(tmp_path, text, message):
+    assert len(text) < 400
+    path = tmp_path / "project.yaml"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    started = time.monotonic()
+    with pytest.raises(ConfigError) as error:
+        resolve(project_file=str(path))
+    assert time.monotonic() - started < 0.5
+    assert message in str(error.value) and len(str(error.value)) < 300

@@ -1,6 +1,7 @@
 """Distribution: TF_CONFIG checks, batch and file shares, the best snapshot as an exporter, mirrored training."""
 
 import json
+import socket
 import os
 import types
 
@@ -87,6 +88,21 @@ def test_every_task_of_a_local_cluster_passes(monkeypatch, distribution_name, ps
     for task in local_cluster.cluster_tasks(workers=2, ps=ps, evaluator=True, addresses=addresses):
         set_tf_config(monkeypatch, task.tf_config)
         assert distribution.read_tf_config(distribution_name) == task.tf_config
+
+
+@pytest.mark.parametrize("task_type", ["chief", "ps"])
+def test_a_port_already_in_use_is_a_one_line_error(monkeypatch, task_type):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        cluster = {"chief": [address], "ps": ["127.0.0.1:1"]} if task_type == "chief" else {
+            "chief": ["127.0.0.1:1"], "ps": [address]}
+        set_tf_config(monkeypatch, tf_config(cluster, task_type))
+        with pytest.raises(ConfigError) as error:
+            distribution.read_tf_config("parameter_server")
+    assert str(error.value) == (f"TF_CONFIG: port {address.split(':')[1]} of this task ({task_type} 0, {address}) is "
+                                "already in use on this machine; stop what listens there or give the task another port")
 
 
 def test_parameter_server_evaluator_may_stay_out_of_the_cluster(monkeypatch):

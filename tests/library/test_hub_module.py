@@ -149,6 +149,19 @@ def test_export_refuses_a_directory_that_is_not_a_module(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["notes.txt"]
 
 
+def test_export_refuses_a_module_directory_that_also_holds_other_files(tmp_path):
+    module_dir = tmp_path / "module"
+    hub_module.export_spec(tiny_spec(seed=1), str(module_dir))
+    (module_dir / "notes.txt").write_text("keep me")
+    before = sorted(os.listdir(module_dir))
+    with pytest.raises(ValueError) as error:
+        hub_module.export_spec(tiny_spec(seed=2), str(module_dir))
+    assert str(error.value) == (f"{module_dir} holds an earlier hub module but also 'notes.txt', which replacing the "
+                                "module would delete; move them away or choose a new or empty directory")
+    assert sorted(os.listdir(module_dir)) == before and (module_dir / "notes.txt").read_text() == "keep me"
+    assert os.listdir(tmp_path) == ["module"]
+
+
 def run_command_line(argv, capsys):
     """Exit code, stdout and stderr of the command line given ``argv``."""
     try:

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, JpegImagePlugin
 
-from library.image_files import UnusableImage, list_class_folders, read_as_baseline_jpeg, to_baseline_jpeg
+from library.image_files import (UnusableImage, check_class_names, list_class_folders, read_as_baseline_jpeg,
+                                 to_baseline_jpeg)
 from tests.conftest import tf
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -227,6 +228,8 @@ def test_listing_finds_each_class_folder_and_every_visible_file_below_it(tmp_pat
     os.symlink(tmp_path, tmp_path / "dog" / "root")  # a loop through the dataset folder
     os.symlink("cat", tmp_path / "kitten")  # a second name for a class folder
     os.symlink("missing.jpg", tmp_path / "dog" / "broken.jpg")
+    os.mkfifo(tmp_path / "dog" / "pipe.jpg")  # opening it would wait for a writer forever
+    os.mkfifo(tmp_path / "pipe-in-root")  # in the dataset folder itself: ignored like any file there
     with open(os.path.join(os.fsencode(tmp_path), b"dog", b"caf\xe9.jpg"), "wb"):  # a Latin-1 name
         pass
 
@@ -242,7 +245,44 @@ def test_listing_finds_each_class_folder_and_every_visible_file_below_it(tmp_pat
         "dog/root": "links to a folder already included, the dataset folder",
         "kitten": "links to a folder already included, cat",
         "dog/caf\ufffd.jpg": "the name is not valid UTF-8; rename it",
+        "dog/pipe.jpg": "a FIFO, not a regular file",
     }
+
+
+def test_special_files_are_never_opened(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    with pytest.raises(UnusableImage, match=r"^a FIFO, not a regular file$"):
+        read_as_baseline_jpeg(str(tmp_path / "pipe.jpg"), 64)  # returns at once: the FIFO is not opened
+    with pytest.raises(UnusableImage, match=r"^a character device, not a regular file$"):
+        read_as_baseline_jpeg("/dev/zero", 64)  # would never end
+
+
+# --- class names ---
+
+
+def describe_folder(names):
+    return lambda index: f"class folder {names[index]!r}"
+
+
+@pytest.mark.parametrize("names, message", [
+    (["cat", "a\nb"], r"class folder 'a\nb' contains a control character (U+000A)"),
+    (["cat", "tab\there"], r"class folder 'tab\there' contains a control character (U+0009)"),
+    (["cat", "line\u2028sep"], r"class folder 'line\u2028sep' contains a control character (U+2028)"),
+    (["cat", " \u3000"], r"class folder ' \u3000' is blank"),
+    (["cat", ""], r"class folder '' is blank"),
+    (["cat", "dog", "cat"], "class folder 'cat' is the same name as class folder 'cat'"),
+    (["caf\u00e9", "cafe\u0301"],
+     "class folder 'cafe\u0301' is the same name as class folder 'caf\u00e9' after Unicode normalization"),
+])
+def test_names_that_cannot_be_classes_are_refused_naming_the_culprit(names, message):
+    with pytest.raises(ValueError) as error:
+        check_class_names(names, describe_folder(names))
+    assert str(error.value) == message
+
+
+def test_names_differing_only_in_case_are_distinct_classes_returned_for_a_warning():
+    names = ["Cat", "cat", "dog", "STRASSE", "straße", "猫"]
+    assert check_class_names(names, describe_folder(names)) == [("Cat", "cat"), ("STRASSE", "straße")]
 
 
 def test_trees_on_other_tensorflow_filesystems_are_listed_and_read_through_gfile(tmp_path):

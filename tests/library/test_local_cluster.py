@@ -200,9 +200,16 @@ def test_print_tf_config_prints_every_tasks_variable_and_starts_nothing():
 def test_a_missing_command_is_a_one_line_usage_error():
     status, _, stderr = run_in_own_group(*LAUNCHER, "--workers", "1", timeout=FAKE_TIMEOUT_SECS)
     assert status == 2
-    assert stderr.splitlines()[-1] == (
-        "python -m library.local_cluster: error: give the command each task runs after --, e.g. -- run.py --config_set X"
-    )
+    assert stderr == ("error: give the command each task runs after --, e.g. -- run.py --config_set X "
+                      "(see python -m library.local_cluster --help)\n")
+
+
+def test_more_tasks_than_a_machine_runs_is_a_one_line_error():
+    status, stdout, stderr = run_in_own_group(*LAUNCHER, "--workers", "100000", "--print_tf_config",
+                                              timeout=FAKE_TIMEOUT_SECS)
+    assert (status, stdout) == (2, "")
+    assert stderr == ("error: a cluster of 100001 tasks is more than one machine runs; at most 64 in all "
+                      "(see python -m library.local_cluster --help)\n")
 
 
 # --- supervising the tasks --------------------------------------------------------------------

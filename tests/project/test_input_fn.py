@@ -9,6 +9,7 @@ import io
 import logging
 import os
 import re
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -239,6 +240,34 @@ def test_raw_prediction_skips_unreadable_files_with_a_warning_naming_each(raw_fo
     assert len(skipped) == 3
     for name in broken:
         assert any(str(raw_folder / "class2" / name) in message for message in skipped)
+
+
+def test_raw_prediction_skips_fifos_without_opening_them(raw_folder, caplog):
+    os.mkfifo(raw_folder / "pipe-at-top.jpg")  # opening either would wait for a writer forever
+    os.mkfifo(raw_folder / "class1" / "pipe.jpg")
+    paths, labels = input_fn.list_image_files(str(raw_folder))
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        records = list(input_fn.readable_images(paths, labels, []))
+    assert len(records) == 5
+    warnings = [record.getMessage() for record in caplog.records]
+    for pipe in ("pipe-at-top.jpg", "class1/pipe.jpg"):
+        assert any(str(raw_folder / pipe) in message and "a FIFO, not a regular file" in message
+                   for message in warnings), warnings
+
+
+def test_a_large_file_that_is_no_image_costs_a_header_read_not_its_size(tmp_path):
+    video = tmp_path / "holiday.mp4"
+    with open(video, "wb") as handle:
+        handle.write(b"\x00\x00\x00\x18ftypmp42")
+        handle.truncate(2**31)  # 2 GB, sparse: no disk used
+    tracemalloc.start()
+    try:
+        with pytest.raises(image_files.UnusableImage, match="not an image format Pillow can read"):
+            input_fn.decodable_image(str(video))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2**20
 
 
 def test_raw_input_accepts_a_pattern_or_a_list_and_needs_class_folders_to_train(raw_folder):
