@@ -5,6 +5,8 @@
 ``features["image"]`` is float32 [batch, S, S, 3] in [0, 255] with S from
 ``feature_extractor.input_image_size``; ``labels`` are int32 or int64 class ids [batch].
 Other features (the file name in batch prediction) are passed through to the predictions.
+In evaluation the metrics also hold what the evaluation report (``library/evaluation_report.py``)
+is made of: the confusion matrix and the most confidently wrong images.
 
 fine_tuning False: the module is instantiated untrainable with its inference graph, so
 its variables, batch-norm moving averages included, stay as loaded; only the head learns.
@@ -27,6 +29,8 @@ MODULE_SCOPE = "feature_extractor"  # Variable scope of the module in the graph 
 HEAD_SCOPE = "head"
 SUMMARY_IMAGES = 3
 TOP_K = 5
+MISTAKES = 16  # Most confidently wrong images kept by an evaluation.
+MISTAKE_THUMBNAIL = 96  # Longest edge of a kept mistake image; larger ones are scaled down.
 
 _OPTIMIZERS = {
     "Adam": lambda learning_rate, params: v1.train.AdamOptimizer(
@@ -48,7 +52,8 @@ def model_fn(features, labels, mode, params):
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
     loss = cross_entropy + weight_decay
     if mode == ModeKeys.EVAL:
-        metrics = eval_metrics(labels, logits, params["num_classes"])
+        metrics = {**eval_metrics(labels, logits, params["num_classes"]),
+                   **report_metrics(labels, logits, features, params["num_classes"])}
         return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
     v1.summary.scalar("loss", loss)
     v1.summary.scalar("loss/cross_entropy", cross_entropy)
@@ -140,6 +145,64 @@ def eval_metrics(labels, logits, num_classes):
     if num_classes > TOP_K:
         metrics[f"top_{TOP_K}_accuracy"] = v1.metrics.mean(v1.nn.in_top_k(logits, labels, TOP_K))
     return metrics
+
+
+def report_metrics(labels, logits, features, num_classes):
+    """The evaluation report's raw material, streamed over the evaluation in the same pass as the other metrics.
+
+    ``confusion_matrix``: int64 counts [true class, predicted class]. ``mistakes/*``: the
+    ``MISTAKES`` wrong predictions with the highest predicted-class probability, most confident
+    first (``probability`` -1 marks an empty slot): ``image`` (uint8 thumbnails), ``label``,
+    ``prediction``, and ``filename`` when the input gives file names.
+    """
+    predicted = tf.argmax(logits, 1)
+    labels = tf.cast(labels, tf.int64)
+    counts = _metric_variable("confusion_matrix", tf.zeros([num_classes, num_classes], tf.int64))
+    batch_counts = tf.math.confusion_matrix(labels, predicted, num_classes, dtype=tf.int64)
+    metrics = {"confusion_matrix": (tf.identity(counts), counts.assign_add(batch_counts))}
+    confidence = tf.reduce_max(tf.nn.softmax(logits), 1)
+    batch = {
+        "probability": tf.where(tf.equal(predicted, labels), tf.fill(tf.shape(confidence), -1.0), confidence),
+        "label": labels,
+        "prediction": predicted,
+        "image": features["image"],
+    }
+    if "filename" in features:
+        batch["filename"] = features["filename"]
+    # This batch's worst first, so that only the few candidates are scaled down.
+    batch = _most_probable(batch, tf.minimum(MISTAKES, tf.shape(confidence)[0]))
+    batch["image"] = _thumbnails(batch["image"])
+    kept = {
+        name: _metric_variable(f"mistakes_{name}", tf.fill([MISTAKES], -1.0) if name == "probability"
+                               else tf.zeros([MISTAKES, *value.shape[1:]], value.dtype))
+        for name, value in batch.items()
+    }
+    merged = _most_probable({name: tf.concat([kept[name], batch[name]], 0) for name in kept}, MISTAKES)
+    update = tf.group(*[kept[name].assign(merged[name]) for name in kept])
+    metrics.update({f"mistakes/{name}": (tf.identity(variable), update) for name, variable in kept.items()})
+    return metrics
+
+
+def _metric_variable(name, initial_value):
+    """A local variable reset at the start of each evaluation, like those of tf.compat.v1.metrics."""
+    with v1.variable_scope("evaluation_report"):
+        return v1.get_variable(name, initializer=initial_value, trainable=False,
+                               collections=[v1.GraphKeys.LOCAL_VARIABLES, v1.GraphKeys.METRIC_VARIABLES])
+
+
+def _most_probable(fields, count):
+    """The ``count`` rows of every field with the highest ``probability``, highest first (earlier rows win ties)."""
+    rows = tf.math.top_k(fields["probability"], count, sorted=True).indices
+    return {name: tf.gather(value, rows) for name, value in fields.items()}
+
+
+def _thumbnails(images):
+    """float32 [0, 255] images as uint8, scaled down to at most ``MISTAKE_THUMBNAIL`` pixels on the longer edge."""
+    height, width = images.shape[1:3]
+    scale = MISTAKE_THUMBNAIL / max(height, width)
+    if scale < 1:
+        images = tf.image.resize(images, [round(height * scale), round(width * scale)], antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(images, 0, 255)), tf.uint8)
 
 
 def predict_spec(logits, class_names, passed_through):
