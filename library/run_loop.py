@@ -11,7 +11,8 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``serving_input_receiver_fn(params)``: for SavedModel export.
 - ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
 - ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
-- ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
+- ``prediction_row(prediction: dict, params) -> dict``: one predicted image as named columns
+  (column name -> text), printed tab-separated and written as a CSV row under a header.
 - ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
   ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
   one-device ``mirrored`` run).
@@ -23,7 +24,9 @@ its classes named by ``params["class_names"]``: in TensorBoard's eval run, as
 ``evaluate``. Only scalar results go into evaluations.jsonl and the best-snapshot record.
 """
 
+import csv
 import dataclasses
+import io
 import json
 import os
 import random
@@ -286,19 +289,29 @@ def evaluate(settings, experiment, params) -> int:
 
 
 def predict(settings, experiment, params) -> int:
-    """Print one line per image of ``predict_input`` (and write them as CSV on request)."""
+    """Print one tab-separated line per image of ``predict_input`` (and write them as CSV on request)."""
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
     checkpoint = checkpoint_of(settings)
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    lines = []
+    rows = []
     for prediction in estimator.predict(experiment.predict_input_fn(params, settings.predict_input), checkpoint_path=checkpoint):
-        line = experiment.format_prediction(prediction, params)
-        print(line, flush=True)
-        lines.append(line)
+        row = experiment.prediction_row(prediction, params)
+        print("\t".join(row.values()), flush=True)
+        rows.append(row)
     if settings.predictions_file:
-        atomic_file.write_text(settings.predictions_file, "".join(line.replace("\t", ",") + "\n" for line in lines))
+        atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def csv_text(rows: list) -> str:
+    """``rows`` (dicts with the same keys) as CSV under a header row, quoted where a value needs it."""
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return text.getvalue()
 
 
 def export_saved_model(estimator, experiment, params, export_dir, checkpoint) -> str:

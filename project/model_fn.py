@@ -48,7 +48,7 @@ def model_fn(features, labels, mode, params):
     logits = classification_head(extract_features(images, training, params), training, params)
     if mode == ModeKeys.PREDICT:
         other_features = {name: value for name, value in features.items() if name != "image"}
-        return predict_spec(logits, params["class_names"], other_features)
+        return predict_spec(logits, params["class_names"], other_features, params["top_k"])
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
     loss = cross_entropy + weight_decay
     if mode == ModeKeys.EVAL:
@@ -205,15 +205,23 @@ def _thumbnails(images):
     return tf.cast(tf.round(tf.clip_by_value(images, 0, 255)), tf.uint8)
 
 
-def predict_spec(logits, class_names, passed_through):
-    """Class id, class name, probabilities and ``passed_through``, also as the SavedModel's serving signature."""
+def predict_spec(logits, class_names, passed_through, top_k=0):
+    """Class id, class name, probabilities and ``passed_through``, also as the SavedModel's serving signature.
+
+    With ``top_k`` also the names and probabilities of the ``top_k`` most probable classes, most probable first.
+    """
     class_id = tf.argmax(logits, 1)
+    probabilities = tf.nn.softmax(logits)
+    names = tf.constant(class_names)
     predictions = {
         **passed_through,
         "class_id": class_id,
-        "class_name": tf.gather(tf.constant(class_names), class_id),
-        "probabilities": tf.nn.softmax(logits),
+        "class_name": tf.gather(names, class_id),
+        "probabilities": probabilities,
     }
+    if top_k:
+        top = tf.math.top_k(probabilities, top_k)
+        predictions.update(top_k_class_names=tf.gather(names, top.indices), top_k_probabilities=top.values)
     serving_key = v1.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY
     return tf.estimator.EstimatorSpec(
         ModeKeys.PREDICT,

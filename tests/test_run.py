@@ -1,7 +1,9 @@
 """run.py end to end on a tiny generated data set: train, resume, best snapshot, other modes."""
 
+import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -216,9 +218,9 @@ def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, cap
     assert run_main(project, tmp_path, "--train_epochs", "2") == 0
     folder = project.parent / "images" / "test" / "red"
     capsys.readouterr()
-    csv = tmp_path / "predictions.csv"
+    predictions = tmp_path / "predictions.csv"
     assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(folder),
-                    "--predictions_file", str(csv)) == 0
+                    "--predictions_file", str(predictions)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == IMAGES_PER_CLASS
     files = sorted(line.split("\t")[0] for line in lines)
@@ -226,7 +228,28 @@ def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, cap
     for line in lines:
         _, class_name, probability = line.split("\t")
         assert class_name in COLORS and 0 < float(probability) <= 1
-    assert csv.read_text().splitlines() == [line.replace("\t", ",") for line in lines]
+    with open(predictions, newline="") as handle:
+        assert list(csv.reader(handle)) == [["file", "class", "probability"]] + [line.split("\t") for line in lines]
+
+
+def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+    names = ["a,b.jpg", 'say "cheese".jpg', "plain.jpg"]
+    for name in names:
+        shutil.copy(project.parent / "images" / "test" / "red" / "0.jpg", tmp_path / name)
+    predictions = tmp_path / "out" / "predictions.csv"
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(tmp_path), "--top_k", "3",
+                    "--predictions_file", str(predictions)) == 0
+    with open(predictions, newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == ["file", "class", "probability", "class_1", "probability_1", "class_2", "probability_2",
+                      "class_3", "probability_3"]
+    assert sorted(os.path.basename(row[0]) for row in rows) == sorted(names)
+    for row in rows:
+        assert row[1:3] == row[3:5] and sorted(row[3::2]) == sorted(COLORS)
+        assert float(row[4]) >= float(row[6]) >= float(row[8])
+    assert "\n".join("\t".join(row) for row in rows) == capsys.readouterr().out.strip()
 
 
 def test_export_then_serve_jpeg_bytes(project, tmp_path, capsys):
@@ -274,6 +297,7 @@ def test_dry_run_writes_nothing(project, tmp_path, capsys):
     (["--train_data", "/nowhere/*.tfrecord"], "train_data: no file matches /nowhere/*.tfrecord"),
     (["--hub_module", "/nowhere/module"], "hub_module '/nowhere/module' is neither a project network"),
     (["--train_batch_size", "1000"], "train_batch_size: 1000 is larger than the 24 training images"),
+    (["--mode", "predict", "--top_k", "4"], "top_k: 4 is not between 0 and the 3 classes of"),
 ])
 def test_user_mistakes_are_one_line_errors(project, tmp_path, capsys, argv, message):
     assert run_main(project, tmp_path, *argv) == 2

@@ -146,6 +146,15 @@ def test_predict_spec_names_the_most_probable_class_and_exports_it_for_serving()
     assert [name.decode() for name in predictions["class_name"]] == [CLASS_NAMES[i] for i in predictions["class_id"]]
 
 
+def test_predict_spec_gives_the_top_k_classes_most_probable_first():
+    logits = tf.constant(np.log([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), tf.float32)
+    spec = model_fn.predict_spec(logits, CLASS_NAMES, {}, top_k=2)
+    assert set(spec.export_outputs["serving_default"].outputs) == {
+        "class_id", "class_name", "probabilities", "top_k_class_names", "top_k_probabilities"}
+    predictions = run_initialized(spec.predictions)
+    assert predictions["top_k_class_names"].tolist() == [[b"one", b"two"], [b"zero", b"two"]]
+    np.testing.assert_allclose(predictions["top_k_probabilities"], [[0.5, 0.3], [0.6, 0.3]], rtol=1e-5)
+
 
 @pytest.mark.parametrize("smoothing, l2, fine_tuning, decayed", [
     (0.0, 0.0, False, {HEAD_KERNEL}),
