@@ -30,6 +30,8 @@ MAX_CLASSES_DRAWN = 30  # Beyond this the image shows the most confused classes 
 MOST_CONFUSED_PRINTED = 3
 LABEL_CHARACTERS = 24  # Class and file names are shortened to this in images.
 MISTAKE_COLUMNS = 4
+MISTAKE_PIXELS = 128  # Smaller mistake images are enlarged towards this size by a whole factor.
+CAPTION_WIDTH, CAPTION_HEIGHT = 190, 44  # pixels of a caption (three lines)
 DPI = 100
 
 
@@ -152,19 +154,25 @@ def drawn_classes(matrix: np.ndarray) -> list:
 
 
 def confusion_matrix_png(report: dict) -> bytes:
-    """The confusion matrix as a PNG: rows true, columns predicted, colour the share of the true class, cells the counts."""
+    """The confusion matrix as a PNG: rows true, columns predicted, colour the share of the true class, cells the counts.
+
+    The layout is computed, not left to a layout engine, which would draw the figure several times over.
+    """
     matrix = np.asarray(report["confusion_matrix"])
     shown = drawn_classes(matrix)
     supports = matrix.sum(axis=1, keepdims=True)
     rates = (matrix / np.maximum(supports, 1))[np.ix_(shown, shown)]
     counts = matrix[np.ix_(shown, shown)]
     names = [_short(report["class_names"][index]) for index in shown]
-    side = 3 + 0.32 * len(shown)
-    figure = _figure(side + 1, side)
-    axes = figure.add_subplot()
-    picture = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    figure.colorbar(picture, ax=axes, shrink=0.6, label="share of the true class")
     font = 8 if len(shown) <= 15 else 6
+    labels = 0.5 + max(len(name) for name in names) * font * 0.6 / 72  # inches for tick labels and axis title
+    side = max(3.0, 0.3 * len(shown))
+    width, height = labels + side + 1.3, labels + side + 0.6
+    figure = _figure(width, height)
+    axes = figure.add_axes((labels / width, labels / height, side / width, side / height))
+    picture = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1, aspect="auto")
+    colorbar = figure.add_axes(((labels + side + 0.2) / width, labels / height, 0.15 / width, side / height))
+    figure.colorbar(picture, cax=colorbar, label="share of the true class")
     axes.set_xticks(range(len(shown)), names, rotation=90, fontsize=font)
     axes.set_yticks(range(len(shown)), names, fontsize=font)
     axes.set_xlabel("predicted class")
@@ -181,18 +189,30 @@ def confusion_matrix_png(report: dict) -> bytes:
 
 
 def mistakes_png(report: dict, images: np.ndarray) -> bytes:
-    """The most confidently wrong images in a grid, each captioned with its true and predicted class and probability."""
+    """The most confidently wrong images in a grid, each captioned with its true and predicted class and probability.
+
+    The images are pasted at their own pixels (small ones enlarged by a whole factor) with
+    one caption each: no axes to lay out, so it is quick to draw.
+    """
     listed = report["mistakes"]
+    images = np.asarray(images[:len(listed)])
+    zoom = max(1, MISTAKE_PIXELS // max(images.shape[1:3]))
+    images = images.repeat(zoom, axis=1).repeat(zoom, axis=2)
+    image_height, image_width = images.shape[1:3]
+    cell_width, cell_height = max(image_width, CAPTION_WIDTH) + 10, image_height + CAPTION_HEIGHT
     rows = math.ceil(len(listed) / MISTAKE_COLUMNS)
-    figure = _figure(2 * MISTAKE_COLUMNS, 2.4 * rows)
-    for slot, mistake in enumerate(listed):
-        axes = figure.add_subplot(rows, MISTAKE_COLUMNS, slot + 1)
-        axes.imshow(images[slot], interpolation="nearest")
-        axes.set_axis_off()
+    canvas = np.full((rows * cell_height, MISTAKE_COLUMNS * cell_width, 3), 255, np.uint8)
+    figure = _figure(canvas.shape[1] / DPI, canvas.shape[0] / DPI)
+    for slot, (image, mistake) in enumerate(zip(images, listed)):
+        row, column = divmod(slot, MISTAKE_COLUMNS)
+        top, left = row * cell_height + CAPTION_HEIGHT, column * cell_width + (cell_width - image_width) // 2
+        canvas[top:top + image_height, left:left + image_width] = image
         caption = f"true: {_short(mistake['true'])}\npred: {_short(mistake['predicted'])} ({mistake['probability']:.0%})"
         if "file" in mistake:
             caption = _short(os.path.basename(mistake["file"])) + "\n" + caption
-        axes.set_title(caption, fontsize=6.5)
+        figure.text((column + 0.5) * cell_width / canvas.shape[1], 1 - (row * cell_height + 3) / canvas.shape[0],
+                    caption, ha="center", va="top", fontsize=6.5)
+    figure.figimage(canvas, origin="upper")
     return _png(figure, f"step {report['global_step']}: the {len(listed)} most confidently wrong images")
 
 
@@ -201,7 +221,7 @@ def _figure(width: float, height: float):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+    figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)
     return figure
 
