@@ -157,16 +157,11 @@ def to_features_and_labels(indices, records, params, mode, seed):
     """
     examples = tf.io.parse_example(records, record_schema.feature_spec())
     encoded = examples[record_schema.ENCODED]
+    labels = tf.cast(examples[record_schema.LABEL], tf.int32)
     if mode == ModeKeys.TRAIN:
-        images = train_images(encoded, image_seeds(seed, indices), params)
-    else:
-        images = eval_images(encoded, params)
-    if mode == ModeKeys.TRAIN:
-        return {"image": images}, tf.cast(examples[record_schema.LABEL], tf.int32)
-    features = {"image": images, "filename": examples[record_schema.FILENAME]}
-    if mode == ModeKeys.PREDICT:
-        return features
-    return features, tf.cast(examples[record_schema.LABEL], tf.int32)
+        return {"image": train_images(encoded, image_seeds(seed, indices), params)}, labels
+    features = {"image": eval_images(encoded, params), "filename": examples[record_schema.FILENAME]}
+    return features if mode == ModeKeys.PREDICT else (features, labels)
 
 
 def train_image(encoded, seed, params):
