@@ -144,7 +144,8 @@ def _row_evaluation(f: dict) -> list:
         "EstimatorSpec.",
         "",
         f"- {f['seconds_with_report']:.2f} s with the report, {f['seconds_without']:.2f} s without "
-        f"(ratio {f['time_ratio']:.3f}).",
+        f"(ratio {f['time_ratio']:.3f}); CPU time {f['cpu_seconds_with_report']:.1f} s vs "
+        f"{f['cpu_seconds_without']:.1f} s (median of every round, disturbed ones included).",
     ]
 
 
