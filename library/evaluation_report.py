@@ -109,8 +109,18 @@ def mistakes(arrays: dict, class_names: list) -> list:
 
 
 def write_json(path: str, report: dict) -> None:
-    """The report as indented JSON, written atomically (a script may read it at any moment)."""
-    atomic_file.write_text(path, json.dumps(report, indent=1) + "\n")
+    """The report as JSON, written atomically (a script may read it at any moment).
+
+    One line per matrix row, class, confused pair and mistake: readable, and short even with many classes.
+    """
+    fields = []
+    for key, value in report.items():
+        if isinstance(value, list) and value and isinstance(value[0], (list, dict)):
+            value = "[\n  " + ",\n  ".join(json.dumps(item) for item in value) + "\n ]"
+        else:
+            value = json.dumps(value)
+        fields.append(f" {json.dumps(key)}: {value}")
+    atomic_file.write_text(path, "{\n" + ",\n".join(fields) + "\n}\n")
 
 
 def json_path(model_dir: str, global_step: int) -> str:

@@ -76,6 +76,8 @@ def test_table_prints_what_the_json_holds(tmp_path):
     path = tmp_path / "report.json"
     evaluation_report.write_json(str(path), report)
     written = json.loads(path.read_text())
+    assert written == report
+    assert "\n  [5, 3, 0, 2],\n" in path.read_text()  # a matrix row a line
     lines = evaluation_report.table(report).splitlines()
     assert lines[0].split() == ["class", "precision", "recall", "f1", "support"]
     rows = [line.split() for line in lines[1:1 + len(CLASS_NAMES)]]
