@@ -132,3 +132,8 @@ def test_forty_classes_draw_the_thirty_most_confused_readably():
 def test_a_few_classes_are_all_drawn():
     image = Image.open(io.BytesIO(evaluation_report.confusion_matrix_png(make_report())))
     assert image.text["Description"] == "step 42: 9 of 18 correct" and max(image.size) <= 800
+
+
+def test_a_matrix_that_does_not_fit_the_class_names_is_refused():
+    with pytest.raises(ValueError, match=r"confusion matrix of shape \(4, 4\) for 3 class names"):
+        make_report(class_names=CLASS_NAMES[:3])
