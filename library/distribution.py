@@ -35,6 +35,7 @@ import socket
 import sys
 from typing import Callable, Optional
 
+from library import evaluation_report
 from library.best_checkpoint import BestCheckpoint
 from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
@@ -251,7 +252,8 @@ class BestSnapshotExporter(tf.estimator.Exporter):
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export) -> Optional[str]:
         """Snapshot ``checkpoint_path`` if its loss is the best so far; the snapshot's path if it was."""
         epoch = eval_result["global_step"] / self._steps_per_epoch
-        improved = self._snapshot_if_better(checkpoint_path, eval_result, epoch)
+        scalars, _ = evaluation_report.split(eval_result)  # the record keeps numbers, not the report's arrays
+        improved = self._snapshot_if_better(checkpoint_path, scalars, epoch)
         if self._on_evaluation is not None:
             self._on_evaluation(eval_result, epoch, improved)
         return self._best.checkpoint_path if improved else None

@@ -11,7 +11,8 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``serving_input_receiver_fn(params)``: for SavedModel export.
 - ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
 - ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
-- ``format_prediction(prediction: dict, params) -> str``: one line per predicted image.
+- ``prediction_row(prediction: dict, params) -> dict``: one predicted image as named columns
+  (column name -> text), printed tab-separated and written as a CSV row under a header.
 - ``describe(params) -> str``: a line printed when training starts (e.g. which network is used).
 - ``model_identity(params) -> dict``: what a checkpoint of the model is only good for (e.g. class
   names, input size); recorded in model_dir when training starts and checked by every mode.
@@ -19,10 +20,18 @@ a module with these functions (``project/experiment.py`` is this project's):
 - ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
   ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
   one-device ``mirrored`` run).
+
+When the model_fn's evaluation metrics include a ``confusion_matrix`` (and optionally the
+``mistakes/*`` of ``library/evaluation_report.py``), every evaluation also gets a report,
+its classes named by ``params["class_names"]``: in TensorBoard's eval run, as
+``model_dir/evaluation-<step>.json`` in training, printed (and in ``report_file``) by
+``evaluate``. Only scalar results go into evaluations.jsonl and the best-snapshot record.
 """
 
 import contextlib
+import csv
 import dataclasses
+import io
 import json
 import os
 import random
@@ -34,7 +43,7 @@ import time
 
 import numpy as np
 
-from library import atomic_file, config, distribution, model_directory
+from library import atomic_file, config, distribution, evaluation_report, model_directory
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
@@ -126,18 +135,36 @@ def plain(results: dict) -> dict:
     return {key: json_ready(value) for key, value in results.items()}
 
 
+def evaluate_checkpoint(estimator, experiment, params, checkpoint) -> tuple:
+    """Evaluate ``checkpoint`` on the evaluation data: see :func:`evaluation_results`."""
+    results = estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint)
+    return evaluation_results(estimator, params, results)
+
+
+def evaluation_results(estimator, params, results: dict) -> tuple:
+    """(scalar results as plain numbers, the evaluation report or None); the report also goes to TensorBoard."""
+    scalars, arrays = evaluation_report.split(results)
+    scalars = plain(scalars)
+    report = evaluation_report.build(arrays, params.get("class_names"), scalars["global_step"])
+    if report is not None:
+        evaluation_report.write_summaries(estimator.eval_dir(), report, arrays)
+    return scalars, report
+
+
 def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best) -> dict:
     """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
     checkpoint = tf.train.latest_checkpoint(settings.model_dir)
-    results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
+    results, report = evaluate_checkpoint(estimator, experiment, params, checkpoint)
     epoch = results["global_step"] / steps_per_epoch
     improved = best.update_if_better(checkpoint, results, epoch)
-    report_evaluation(log, results, epoch, settings, best, improved)
+    report_evaluation(log, results, report, epoch, settings, best, improved)
     return results
 
 
-def report_evaluation(log, results: dict, epoch: float, settings, best, improved: bool) -> None:
-    """Log an evaluation for resumed runs and print its one-line summary."""
+def report_evaluation(log, results: dict, report, epoch: float, settings, best, improved: bool) -> None:
+    """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
+    if report is not None:
+        evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
     log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
     print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
 
@@ -278,7 +305,8 @@ def train_in_cluster(settings, experiment, params, estimator, plan, best, train_
     log = EvaluationLog(settings.model_dir)
 
     def on_evaluation(results, epoch, improved):
-        report_evaluation(log, plain(results), epoch, settings, best, improved)
+        scalars, report = evaluation_results(estimator, params, results)
+        report_evaluation(log, scalars, report, epoch, settings, best, improved)
 
     hooks = [StopOnNonFiniteLossHook()]
     if task_type == "chief":
@@ -291,18 +319,23 @@ def train_in_cluster(settings, experiment, params, estimator, plan, best, train_
 
 
 def evaluate(settings, experiment, params) -> int:
-    """Evaluate the checkpoint ``model`` names and print its metrics."""
+    """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too)."""
     checkpoint = checkpoint_of(settings, experiment.model_identity(params))
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    results = plain(estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint))
+    results, report = evaluate_checkpoint(estimator, experiment, params, checkpoint)
     print(f"checkpoint {checkpoint}")
     for key in sorted(results):
         print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
+    if report is not None:
+        print(evaluation_report.table(report))
+        if settings.report_file:
+            evaluation_report.write_json(settings.report_file, report)
+            print(f"report written to {settings.report_file}")
     return 0
 
 
 def predict(settings, experiment, params) -> int:
-    """Print one line per image of ``predict_input`` (and write them as CSV on request)."""
+    """Print one tab-separated line per image of ``predict_input`` (and write them as CSV on request)."""
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
     if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
@@ -311,14 +344,24 @@ def predict(settings, experiment, params) -> int:
     input_fn = experiment.predict_input_fn(params, settings.predict_input)
     checkpoint = checkpoint_of(settings, experiment.model_identity(params))
     estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    lines = []
+    rows = []
     for prediction in estimator.predict(input_fn, checkpoint_path=checkpoint):
-        line = experiment.format_prediction(prediction, params)
-        print(line, flush=True)
-        lines.append(line)
+        row = experiment.prediction_row(prediction, params)
+        print("\t".join(row.values()), flush=True)
+        rows.append(row)
     if settings.predictions_file:
-        atomic_file.write_text(settings.predictions_file, "".join(line.replace("\t", ",") + "\n" for line in lines))
+        atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def csv_text(rows: list) -> str:
+    """``rows`` (dicts with the same keys) as CSV under a header row, quoted where a value needs it."""
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return text.getvalue()
 
 
 def export_saved_model(estimator, experiment, params, export_dir, checkpoint) -> str:

@@ -48,6 +48,9 @@ def make_params(values: dict) -> dict:
         raise ConfigError(f"labels_file: {error}; fix that line or convert the data set again") from None
     if not class_names:
         raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
+    top_k = values["top_k"]
+    if not 0 <= top_k <= len(class_names):
+        raise ConfigError(f"top_k: {top_k} is not between 0 and the {len(class_names)} classes of {labels_file}")
     params = {**values, "class_names": class_names, "num_classes": len(class_names)}
     try:
         for warning in feature_extractor.check(params):
@@ -140,7 +143,12 @@ def damaged_record(params):
     return None
 
 
-def format_prediction(prediction: dict, params) -> str:
-    """``file<TAB>class name<TAB>probability`` for one predicted image."""
+def prediction_row(prediction: dict, params) -> dict:
+    """One predicted image as named columns: file, class, probability, then class_i, probability_i of the top k."""
     probability = prediction["probabilities"][prediction["class_id"]]
-    return f"{prediction['filename'].decode()}\t{prediction['class_name'].decode()}\t{probability:.4f}"
+    row = {"file": prediction["filename"].decode(), "class": prediction["class_name"].decode(),
+           "probability": f"{probability:.4f}"}
+    top = zip(prediction.get("top_k_class_names", ()), prediction.get("top_k_probabilities", ()))
+    for rank, (name, top_probability) in enumerate(top, start=1):
+        row.update({f"class_{rank}": name.decode(), f"probability_{rank}": f"{top_probability:.4f}"})
+    return row

@@ -150,16 +150,17 @@ def image_seeds(seed, indices):
 
 
 def to_features_and_labels(indices, records, params, mode, seed):
-    """Estimator inputs of a batch of records: (features, labels), or features with the file names in PREDICT."""
+    """Estimator inputs of a batch of records: (features, labels), with the file names except in TRAIN.
+
+    Evaluation passes the file names on so that its report can name the misclassified images.
+    """
     examples = tf.io.parse_example(records, record_schema.feature_spec())
     encoded = examples[record_schema.ENCODED]
+    labels = tf.cast(examples[record_schema.LABEL], tf.int32)
     if mode == ModeKeys.TRAIN:
-        images = train_images(encoded, image_seeds(seed, indices), params)
-    else:
-        images = eval_images(encoded, params)
-    if mode == ModeKeys.PREDICT:
-        return {"image": images, "filename": examples[record_schema.FILENAME]}
-    return {"image": images}, tf.cast(examples[record_schema.LABEL], tf.int32)
+        return {"image": train_images(encoded, image_seeds(seed, indices), params)}, labels
+    features = {"image": eval_images(encoded, params), "filename": examples[record_schema.FILENAME]}
+    return features if mode == ModeKeys.PREDICT else (features, labels)
 
 
 def train_image(encoded, seed, params):

@@ -5,6 +5,8 @@
 ``features["image"]`` is float32 [batch, S, S, 3] in [0, 255] with S from
 ``feature_extractor.input_image_size``; ``labels`` are int32 or int64 class ids [batch].
 Other features (the file name in batch prediction) are passed through to the predictions.
+In evaluation the metrics also hold what the evaluation report (``library/evaluation_report.py``)
+is made of: the confusion matrix and the most confidently wrong images.
 
 The features are the output of the module signature that ``feature_extractor`` picks
 (TF Hub's ``image_feature_vector`` convention, or ``hub_signature`` / ``hub_output``).
@@ -31,6 +33,8 @@ MODULE_SCOPE = "feature_extractor"  # Variable scope of the module in the graph 
 HEAD_SCOPE = "head"
 SUMMARY_IMAGES = 3
 TOP_K = 5
+MISTAKES = 16  # Most confidently wrong images kept by an evaluation.
+MISTAKE_THUMBNAIL = 96  # Longest edge of a kept mistake image; larger ones are scaled down.
 
 _OPTIMIZERS = {
     "Adam": lambda learning_rate, params: v1.train.AdamOptimizer(
@@ -48,12 +52,13 @@ def model_fn(features, labels, mode, params):
     logits = classification_head(extract_features(images, training, params), training, params)
     if mode == ModeKeys.PREDICT:
         other_features = {name: value for name, value in features.items() if name != "image"}
-        return predict_spec(logits, params["class_names"], other_features)
+        return predict_spec(logits, params["class_names"], other_features, params["top_k"])
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
     module_regularization = tf.identity(v1.losses.get_regularization_loss(), name="module_regularization")
     loss = cross_entropy + weight_decay + module_regularization
     if mode == ModeKeys.EVAL:
-        metrics = eval_metrics(labels, logits, params["num_classes"])
+        metrics = {**eval_metrics(labels, logits, params["num_classes"]),
+                   **report_metrics(labels, logits, features, params["num_classes"])}
         return tf.estimator.EstimatorSpec(mode, loss=loss, eval_metric_ops=metrics)
     v1.summary.scalar("loss", loss)
     v1.summary.scalar("loss/cross_entropy", cross_entropy)
@@ -149,15 +154,81 @@ def eval_metrics(labels, logits, num_classes):
     return metrics
 
 
-def predict_spec(logits, class_names, passed_through):
-    """Class id, class name, probabilities and ``passed_through``, also as the SavedModel's serving signature."""
+def report_metrics(labels, logits, features, num_classes):
+    """The evaluation report's raw material, streamed over the evaluation in the same pass as the other metrics.
+
+    ``confusion_matrix``: int64 counts [true class, predicted class]. ``mistakes/*``: the
+    ``MISTAKES`` wrong predictions with the highest predicted-class probability, most confident
+    first (``probability`` -1 marks an empty slot): ``image`` (uint8 thumbnails), ``label``,
+    ``prediction``, and ``filename`` when the input gives file names.
+    """
+    predicted = tf.argmax(logits, 1)
+    labels = tf.cast(labels, tf.int64)
+    counts = _metric_variable("confusion_matrix", tf.zeros([num_classes, num_classes], tf.int64))
+    batch_counts = tf.math.confusion_matrix(labels, predicted, num_classes, dtype=tf.int64)
+    metrics = {"confusion_matrix": (tf.identity(counts), counts.assign_add(batch_counts))}
+    confidence = tf.reduce_max(tf.nn.softmax(logits), 1)
+    batch = {
+        "probability": tf.where(tf.equal(predicted, labels), tf.fill(tf.shape(confidence), -1.0), confidence),
+        "label": labels,
+        "prediction": predicted,
+        "image": features["image"],
+    }
+    if "filename" in features:
+        batch["filename"] = features["filename"]
+    # This batch's worst first, so that only the few candidates are scaled down.
+    batch = _most_probable(batch, tf.minimum(MISTAKES, tf.shape(confidence)[0]))
+    batch["image"] = _thumbnails(batch["image"])
+    kept = {
+        name: _metric_variable(f"mistakes_{name}", tf.fill([MISTAKES], -1.0) if name == "probability"
+                               else tf.zeros([MISTAKES, *value.shape[1:]], value.dtype))
+        for name, value in batch.items()
+    }
+    merged = _most_probable({name: tf.concat([kept[name], batch[name]], 0) for name in kept}, MISTAKES)
+    update = tf.group(*[kept[name].assign(merged[name]) for name in kept])
+    metrics.update({f"mistakes/{name}": (tf.identity(variable), update) for name, variable in kept.items()})
+    return metrics
+
+
+def _metric_variable(name, initial_value):
+    """A local variable reset at the start of each evaluation, like those of tf.compat.v1.metrics."""
+    with v1.variable_scope("evaluation_report"):
+        return v1.get_variable(name, initializer=initial_value, trainable=False,
+                               collections=[v1.GraphKeys.LOCAL_VARIABLES, v1.GraphKeys.METRIC_VARIABLES])
+
+
+def _most_probable(fields, count):
+    """The ``count`` rows of every field with the highest ``probability``, highest first (earlier rows win ties)."""
+    rows = tf.math.top_k(fields["probability"], count, sorted=True).indices
+    return {name: tf.gather(value, rows) for name, value in fields.items()}
+
+
+def _thumbnails(images):
+    """float32 [0, 255] images as uint8, scaled down to at most ``MISTAKE_THUMBNAIL`` pixels on the longer edge."""
+    height, width = images.shape[1:3]
+    scale = MISTAKE_THUMBNAIL / max(height, width)
+    if scale < 1:
+        images = tf.image.resize(images, [round(height * scale), round(width * scale)], antialias=True)
+    return tf.cast(tf.round(tf.clip_by_value(images, 0, 255)), tf.uint8)
+
+
+def predict_spec(logits, class_names, passed_through, top_k=0):
+    """Class id, class name, probabilities and ``passed_through``, also as the SavedModel's serving signature.
+
+    With ``top_k`` also the names and probabilities of the ``top_k`` most probable classes, most probable first.
+    """
     class_id = tf.argmax(logits, 1)
+    probabilities = tf.nn.softmax(logits)
+    names = tf.constant(class_names)
     predictions = {
         **passed_through,
         "class_id": class_id,
-        "class_name": tf.gather(tf.constant(class_names), class_id),
-        "probabilities": tf.nn.softmax(logits),
+        "class_name": tf.gather(names, class_id),
+        "probabilities": probabilities,
     }
+    if top_k:
+        top = tf.math.top_k(probabilities, top_k)
+        predictions.update(top_k_class_names=tf.gather(names, top.indices), top_k_probabilities=top.values)
     serving_key = v1.saved_model.signature_constants.DEFAULT_SERVING_SIGNATURE_DEF_KEY
     return tf.estimator.EstimatorSpec(
         ModeKeys.PREDICT,

@@ -1,9 +1,11 @@
 """run.py end to end on a tiny generated data set: train, resume, best snapshot, other modes."""
 
+import csv
 import errno
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,9 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
 import convert_dataset
 import run
-from library import config, hub_module, keras_application, model_directory
+from library import config, evaluation_report, hub_module, keras_application, model_directory
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
 from tests.conftest import ROOT, tf
@@ -86,6 +90,24 @@ def evaluations(out):
         return [json.loads(line) for line in handle]
 
 
+def assert_reported(out, steps):
+    """Each evaluation at ``steps`` has its JSON report beside evaluations.jsonl and its images and per-class scalars
+    in the eval event files; evaluations.jsonl and the best record keep scalars only."""
+    for step in steps:
+        report = json.loads((out / "model" / f"evaluation-{step}.json").read_text())
+        assert report["global_step"] == step and report["class_names"] == sorted(COLORS)
+        assert np.sum(report["confusion_matrix"]) == report["examples"] == len(COLORS) * IMAGES_PER_CLASS
+        assert [entry["support"] for entry in report["per_class"]] == [IMAGES_PER_CLASS] * len(COLORS)
+        assert len(report["mistakes"]) == min(report["examples"] - report["correct"], 16)
+    events = EventAccumulator(str(out / "model" / "eval"), size_guidance={"images": 0, "scalars": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("confusion_matrix")] == steps
+    assert [scalar.step for scalar in events.Scalars("recall_per_class/red")] == steps
+    for entry in evaluations(out):
+        assert all(np.ndim(value) == 0 for value in entry.values())
+    assert "confusion_matrix" not in BestCheckpoint(str(out / "best")).record["metrics"]
+
+
 def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys):
     assert run_main(project, tmp_path) == 0
     out = capsys.readouterr().out
@@ -99,6 +121,7 @@ def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys
     assert f"24 training images, {STEPS_PER_EPOCH} steps an epoch, 12 steps in all" in out
     config = (tmp_path / "model" / "config.yaml").read_text()
     assert "train_batch_size: 8  # project.yaml: tiny" in config
+    assert_reported(tmp_path, [2 * STEPS_PER_EPOCH, 4 * STEPS_PER_EPOCH])
 
     # A finished run run again trains no further.
     mtime = os.path.getmtime(tmp_path / "model" / "checkpoint")
@@ -106,12 +129,22 @@ def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys
     assert os.path.getmtime(tmp_path / "model" / "checkpoint") == mtime
     assert len(evaluations(tmp_path)) == 2
 
-    # model: best evaluates the snapshot and reproduces its recorded loss.
+    # model: best evaluates the snapshot and reproduces its recorded loss; its report is printed and written.
     capsys.readouterr()
-    assert run_main(project, tmp_path, "--mode", "evaluate", "--model", "best") == 0
-    printed = dict(line.split(" = ") for line in capsys.readouterr().out.splitlines() if " = " in line)
+    report_file = tmp_path / "report.json"
+    assert run_main(project, tmp_path, "--mode", "evaluate", "--model", "best", "--report_file", str(report_file)) == 0
+    out = capsys.readouterr().out
+    printed = dict(line.split(" = ") for line in out.splitlines() if " = " in line)
     assert float(printed["loss"]) == pytest.approx(record["loss"], rel=1e-5)
     assert int(printed["global_step"]) == record["step"]
+    report = json.loads(report_file.read_text())
+    assert report == json.loads((tmp_path / "model" / f"evaluation-{record['step']}.json").read_text())
+    assert evaluation_report.table(report) in out
+    table = out.splitlines()[out.splitlines().index(evaluation_report.table(report).splitlines()[0]) + 1:]
+    for line, entry in zip(table, report["per_class"]):
+        name, precision, recall, f1, support = line.split()
+        assert name == entry["class"] and int(support) == entry["support"]
+        assert float(recall) == pytest.approx(entry["recall"], abs=5e-5)
 
 
 def test_same_seed_same_training(project, tmp_path):
@@ -189,9 +222,9 @@ def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, cap
     assert run_main(project, tmp_path, "--train_epochs", "2") == 0
     folder = project.parent / "images" / "test" / "red"
     capsys.readouterr()
-    csv = tmp_path / "predictions.csv"
+    predictions = tmp_path / "predictions.csv"
     assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(folder),
-                    "--predictions_file", str(csv)) == 0
+                    "--predictions_file", str(predictions)) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == IMAGES_PER_CLASS
     files = sorted(line.split("\t")[0] for line in lines)
@@ -199,7 +232,28 @@ def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, cap
     for line in lines:
         _, class_name, probability = line.split("\t")
         assert class_name in COLORS and 0 < float(probability) <= 1
-    assert csv.read_text().splitlines() == [line.replace("\t", ",") for line in lines]
+    with open(predictions, newline="") as handle:
+        assert list(csv.reader(handle)) == [["file", "class", "probability"]] + [line.split("\t") for line in lines]
+
+
+def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+    names = ["a,b.jpg", 'say "cheese".jpg', "plain.jpg"]
+    for name in names:
+        shutil.copy(project.parent / "images" / "test" / "red" / "0.jpg", tmp_path / name)
+    predictions = tmp_path / "out" / "predictions.csv"
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(tmp_path), "--top_k", "3",
+                    "--predictions_file", str(predictions)) == 0
+    with open(predictions, newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    assert header == ["file", "class", "probability", "class_1", "probability_1", "class_2", "probability_2",
+                      "class_3", "probability_3"]
+    assert sorted(os.path.basename(row[0]) for row in rows) == sorted(names)
+    for row in rows:
+        assert row[1:3] == row[3:5] and sorted(row[3::2]) == sorted(COLORS)
+        assert float(row[4]) >= float(row[6]) >= float(row[8])
+    assert "\n".join("\t".join(row) for row in rows) == capsys.readouterr().out.strip()
 
 
 def test_export_then_serve_jpeg_bytes(project, tmp_path, capsys):
@@ -280,6 +334,7 @@ def test_dry_run_writes_nothing(project, tmp_path, capsys):
                                     "it offers: default, image_feature_vector"),
     (["--hub_output", "small_cnn/conv4"], "hub_output small_cnn/conv4 of module small_cnn has shape "
                                           "(None, 4, 4, 64), not [batch, features]"),
+    (["--mode", "predict", "--top_k", "4"], "top_k: 4 is not between 0 and the 3 classes of"),
 ])
 def test_user_mistakes_are_one_line_errors(project, tmp_path, capsys, argv, message):
     assert run_main(project, tmp_path, *argv) == 2
@@ -319,6 +374,7 @@ def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_pa
     assert tf.train.latest_checkpoint(str(tmp_path / "best")) == best.checkpoint_path
     assert best.record["loss"] == pytest.approx(min(entry["loss"] for entry in evaluations(tmp_path)))
     assert "[evaluator]" in result.stdout and "[chief]" in result.stdout
+    assert_reported(tmp_path, [entry["global_step"] for entry in evaluations(tmp_path)])
 
 
 def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(project, tmp_path, capsys, monkeypatch):

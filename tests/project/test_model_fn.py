@@ -65,9 +65,12 @@ def test_train_spec(fine_tuning, trainable_variables, update_ops):
                          "images", "learning_rate"}
 
 
+REPORT_METRICS = {"confusion_matrix", "mistakes/probability", "mistakes/label", "mistakes/prediction", "mistakes/image"}
+
+
 @pytest.mark.parametrize("num_classes, metrics", [
-    (3, {"accuracy", "mean_per_class_accuracy"}),
-    (6, {"accuracy", "mean_per_class_accuracy", "top_5_accuracy"}),
+    (3, {"accuracy", "mean_per_class_accuracy"} | REPORT_METRICS),
+    (6, {"accuracy", "mean_per_class_accuracy", "top_5_accuracy"} | REPORT_METRICS),
 ])
 def test_eval_spec(num_classes, metrics):
     features, labels = fixed_batch(num_classes)
@@ -92,6 +95,44 @@ def test_eval_metrics_values():
     assert values == pytest.approx(expected)
 
 
+def test_report_metrics_stream_the_confusion_matrix_and_the_most_confident_mistakes(monkeypatch):
+    """Three batches; the 3 most confident of 5 mistakes are kept, as 2x2 thumbnails of the 4x4 images."""
+    monkeypatch.setattr(model_fn, "MISTAKES", 3)
+    monkeypatch.setattr(model_fn, "MISTAKE_THUMBNAIL", 2)
+    # (file, label, class probabilities); an image is filled with 10 times its position.
+    batches = [
+        [("a", 0, [0.7, 0.2, 0.1]), ("b", 1, [0.6, 0.3, 0.1]), ("c", 2, [0.1, 0.8, 0.1])],
+        [("d", 2, [0.05, 0.05, 0.9]), ("e", 0, [0.1, 0.2, 0.7]), ("f", 1, [0.5, 0.4, 0.1])],
+        [("g", 0, [0.2, 0.75, 0.05])],
+    ]
+    labels, logits = v1.placeholder(tf.int32, [None]), v1.placeholder(tf.float32, [None, 3])
+    features = {"image": v1.placeholder(tf.float32, [None, 4, 4, 3]), "filename": v1.placeholder(tf.string, [None])}
+    metric_ops = model_fn.report_metrics(labels, logits, features, 3)
+    update = [update for _, update in metric_ops.values()]
+    values = {name: value for name, (value, _) in metric_ops.items()}
+    seen, after = 0, []
+    with v1.Session() as session:
+        session.run(v1.local_variables_initializer())
+        for batch in batches:
+            session.run(update, {
+                features["filename"]: [name.encode() for name, _, _ in batch],
+                labels: [label for _, label, _ in batch],
+                logits: np.log([probabilities for _, _, probabilities in batch]),
+                features["image"]: np.stack([np.full([4, 4, 3], 10.0 * (seen + i)) for i in range(len(batch))]),
+            })
+            seen += len(batch)
+            after.append(session.run(values))
+    np.testing.assert_allclose(after[0]["mistakes/probability"], [0.8, 0.6, -1], rtol=1e-5)
+    np.testing.assert_array_equal(after[-1]["confusion_matrix"], [[1, 1, 1], [2, 0, 0], [0, 1, 1]])
+    final = after[-1]
+    np.testing.assert_allclose(final["mistakes/probability"], [0.8, 0.75, 0.7], rtol=1e-5)
+    assert list(final["mistakes/filename"]) == [b"c", b"g", b"e"]
+    np.testing.assert_array_equal(final["mistakes/label"], [2, 0, 0])
+    np.testing.assert_array_equal(final["mistakes/prediction"], [1, 1, 2])
+    assert final["mistakes/image"].dtype == np.uint8 and final["mistakes/image"].shape == (3, 2, 2, 3)
+    np.testing.assert_array_equal(final["mistakes/image"][:, 0, 0, 0], [20, 60, 40])
+
+
 def test_predict_spec_names_the_most_probable_class_and_exports_it_for_serving():
     features, _ = fixed_batch()
     filenames = [f"image{index}.jpg".encode() for index in range(BATCH)]
@@ -104,6 +145,16 @@ def test_predict_spec_names_the_most_probable_class_and_exports_it_for_serving()
     np.testing.assert_allclose(predictions["probabilities"].sum(axis=1), 1.0, rtol=1e-6)
     np.testing.assert_array_equal(predictions["class_id"], predictions["probabilities"].argmax(axis=1))
     assert [name.decode() for name in predictions["class_name"]] == [CLASS_NAMES[i] for i in predictions["class_id"]]
+
+
+def test_predict_spec_gives_the_top_k_classes_most_probable_first():
+    logits = tf.constant(np.log([[0.2, 0.5, 0.3], [0.6, 0.1, 0.3]]), tf.float32)
+    spec = model_fn.predict_spec(logits, CLASS_NAMES, {}, top_k=2)
+    assert set(spec.export_outputs["serving_default"].outputs) == {
+        "class_id", "class_name", "probabilities", "top_k_class_names", "top_k_probabilities"}
+    predictions = run_initialized(spec.predictions)
+    assert predictions["top_k_class_names"].tolist() == [[b"one", b"two"], [b"zero", b"two"]]
+    np.testing.assert_allclose(predictions["top_k_probabilities"], [[0.5, 0.3], [0.6, 0.3]], rtol=1e-5)
 
 
 @pytest.mark.parametrize("smoothing, l2, fine_tuning, decayed", [

@@ -1,0 +1,99 @@
+"""Row 5: what the evaluation report adds to an evaluation's time.
+
+The `default` set evaluates a checkpoint of its own (one training step from the random
+start) on the benchmark records, as the run loop does after a training cycle, twice:
+
+* ``with report``: ``run_loop.evaluate_checkpoint`` (the confusion matrix and the worst
+  mistakes streamed with the other metrics, then the images drawn and the summaries
+  written) and the JSON report written beside evaluations.jsonl;
+* ``without``: the same Estimator evaluation with the report's metrics left out of the
+  model_fn's EstimatorSpec, nothing drawn or written.
+
+Each is a whole ``Estimator.evaluate`` call (graph, session, restoring the checkpoint, one
+pass over the data), which is what a person waits for. The CPU time the two take is given as
+a reference: on a machine that others keep busy it moves far less than the wall time.
+"""
+
+import contextlib
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+from benchmarks import measure, project_config
+from benchmarks.report import target
+from library import evaluation_report, run_loop
+from library.tensorflow_env import import_tensorflow
+from project import experiment
+
+tf = import_tensorflow()
+ModeKeys = tf.estimator.ModeKeys
+
+
+def without_report(features, labels, mode, params):
+    """The project's model_fn with the evaluation report's metrics left out."""
+    spec = experiment.model_fn(features, labels, mode, params)
+    if mode != ModeKeys.EVAL:
+        return spec
+    metrics = {name: metric for name, metric in spec.eval_metric_ops.items()
+               if name != evaluation_report.CONFUSION_MATRIX and not name.startswith(evaluation_report.MISTAKES)}
+    return spec._replace(eval_metric_ops=metrics)
+
+
+def timed(evaluate) -> tuple:
+    """(evaluations/s, details) of one call of ``evaluate``, which returns the scalar results."""
+    started = time.perf_counter()
+    results = evaluate()
+    seconds = time.perf_counter() - started
+    return 1 / seconds, {"seconds": seconds, "accuracy": results["accuracy"]}
+
+
+def run(records_dir: str, work_dir: str, budget, rounds: int, max_extra: int, quiet_wait: float, log=print) -> dict:
+    """Row 5: evaluation time with the report / without it (a ratio of seconds, so lower is better)."""
+    settings, params = project_config.settings_and_params(records_dir)
+    model_dir = tempfile.mkdtemp(prefix="evaluation-", dir=work_dir)
+    try:
+        estimator = run_loop.make_estimator(settings, experiment, {**params, "steps_per_epoch": 1, "train_steps": 1},
+                                            model_dir)
+        estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1)
+        checkpoint = tf.train.latest_checkpoint(model_dir)
+        bare = tf.estimator.Estimator(without_report, model_dir, estimator.config, estimator.params)
+
+        def with_report():
+            results, report = run_loop.evaluate_checkpoint(estimator, experiment, params, checkpoint)
+            evaluation_report.write_json(evaluation_report.json_path(model_dir, results["global_step"]), report)
+            return results
+
+        def without():
+            return run_loop.plain(bare.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL),
+                                                checkpoint_path=checkpoint))
+
+        loops = {"with report": lambda: timed(with_report), "without": lambda: timed(without)}
+        log(f"  evaluation: {params['hub_module']}, batch {params['eval_batch_size']}, {params['image_size']}x"
+            f"{params['image_size']}, {params['num_classes']} classes")
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+            done = measure.rounds(loops, rounds, budget, max_extra, quiet_wait, log)
+    finally:
+        shutil.rmtree(model_dir, ignore_errors=True)
+    # Rates are evaluations/s, so without / with is the time with the report over the time without.
+    summary = measure.ratio_summary(done, "without", "with report")
+    cpu_seconds = {name: statistics.median(r[name].cores * r[name].seconds for r in done) for name in loops}
+    return {
+        "id": "evaluation",
+        "title": "evaluation time with the report (confusion matrix, per-class figures, worst mistakes) vs without",
+        "figures": {
+            "model": params["hub_module"],
+            "batch_size": params["eval_batch_size"],
+            "image_size": params["image_size"],
+            "classes": params["num_classes"],
+            "seconds_with_report": measure.median_detail(done, "with report", "seconds"),
+            "seconds_without": measure.median_detail(done, "without", "seconds"),
+            "time_ratio": summary["ratio"],
+            "cpu_seconds_with_report": cpu_seconds["with report"],
+            "cpu_seconds_without": cpu_seconds["without"],
+        },
+        "targets": [target("evaluation: time with the report / without", summary["ratio"], "<=", 1.10, "", summary)],
+        "references": [{"name": "evaluation: CPU time with the report / without, every round",
+                        "value": cpu_seconds["with report"] / cpu_seconds["without"], "unit": ""}],
+    }
