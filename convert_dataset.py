@@ -14,7 +14,6 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
-import json
 import math
 import multiprocessing
 import os
@@ -29,16 +28,17 @@ from PIL import Image
 from tqdm import tqdm
 
 from library import atomic_file
+from library import manifest as manifests
+from library.command_line import OneLineParser, positive
 from library.image_files import (UnusableImage, check_class_names, list_class_folders, read_as_baseline_jpeg,
                                  resolved_path)
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import MAX_SHARDS, ShardedTFRecordWriter
 from project import record_schema
-from project.options import PROJECT_OPTIONS
 
 TARGET_SHARD_BYTES = 150 * 2**20  # large enough to stream well, small enough to spread over readers
-# At least as many shards as the input pipeline reads at once by default.
-MIN_SHARDS = next(option.default for option in PROJECT_OPTIONS if option.name == "cycle_length")
+# At least as many shards as an input pipeline typically reads at once (this project's cycle_length is 8).
+MIN_SHARDS = 8
 JPEG_BYTES_PER_PIXEL = 0.25  # a generous size estimate of a stored photo, for the default shard count
 IMAGES_PER_TASK = 8  # spreads the process pool's cost per task (~0.15 ms of this process's time) over 8 images
 TASKS_IN_FLIGHT_PER_WORKER = 3  # keeps every worker busy without holding the dataset in memory
@@ -46,13 +46,6 @@ TASKS_IN_FLIGHT_PER_WORKER = 3  # keeps every worker busy without holding the da
 
 class ConversionError(Exception):
     """A problem with the user's input or output; the message is the whole one-line explanation."""
-
-
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse whose mistakes become a one-line ``error:`` like every other problem."""
-
-    def error(self, message):
-        raise ConversionError(f"{message} (see --help)")
 
 
 @dataclasses.dataclass
@@ -63,27 +56,17 @@ class _Tally:
     skipped: list
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _parse_args(argv):
     """The command line, checked."""
-    parser = _ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(prog="convert_dataset.py", description=__doc__, exit_status=1,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset_dir", required=True, help="folder with one sub-folder of images per class")
     parser.add_argument("--tfrecord_filename", required=True, help="name of the shard set, e.g. train")
     parser.add_argument("--tfrecord_dir", required=True, help="output folder; may be --dataset_dir")
-    parser.add_argument("--max_edge", type=_positive_int, required=True, help="longer image edge in pixels")
+    parser.add_argument("--max_edge", type=positive(int), required=True, help="longer image edge in pixels")
     parser.add_argument("--labels_file", help="reuse this labels.txt (the training set's) for the label ids")
-    parser.add_argument("--num_shards", type=_positive_int, help=f"default: ~150 MB a shard, at least {MIN_SHARDS}")
-    parser.add_argument("--num_workers", type=_positive_int, default=os.cpu_count(), help="default: CPU count")
+    parser.add_argument("--num_shards", type=positive(int), help=f"default: ~150 MB a shard, at least {MIN_SHARDS}")
+    parser.add_argument("--num_workers", type=positive(int), default=os.cpu_count(), help="default: CPU count")
     parser.add_argument("--seed", type=int, default=0, help="shuffles the record order; same seed, same shards")
     args = parser.parse_args(argv)
     if args.num_shards and args.num_shards > MAX_SHARDS:
@@ -115,7 +98,7 @@ def convert(args) -> str:
     found = _find_class_folders(args.dataset_dir)
     labels = _label_names(found.classes, args.labels_file, args.dataset_dir)
     num_shards = args.num_shards or default_num_shards(len(found.files), found.total_bytes, args.max_edge)
-    manifest_path = os.path.join(args.tfrecord_dir, f"{args.tfrecord_filename}-manifest.json")
+    manifest_path = manifests.path_of(args.tfrecord_dir, args.tfrecord_filename)
     try:
         if tf.io.gfile.exists(manifest_path):
             tf.io.gfile.remove(manifest_path)  # it marks a finished set, which this folder is no longer
@@ -125,7 +108,7 @@ def convert(args) -> str:
         labels_path = os.path.join(args.tfrecord_dir, record_schema.LABELS_FILENAME)
         atomic_file.write_text(labels_path, "\n".join(labels) + "\n")
         manifest = _manifest(args, tally, writer)
-        atomic_file.write_text(manifest_path, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+        manifests.write(manifest_path, manifest)
     except tf.errors.OpError as error:
         raise ConversionError(
             f"cannot write to --tfrecord_dir {args.tfrecord_dir}: {error}; "

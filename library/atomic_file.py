@@ -5,13 +5,21 @@ filesystem TensorFlow supports (local, gs://, hdfs://).
 """
 
 import os
+import re
 import uuid
+
+_TEMPORARY_SUFFIX = r"\.tmp-[0-9a-f]{8}"
 
 
 def temporary_name(path: str) -> str:
     """A unique sibling of ``path`` that no reader mistakes for the finished file."""
     directory, name = os.path.split(path)
     return os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def temporary_pattern(final_name: str = ".+") -> re.Pattern:
+    """The file names :func:`temporary_name` gives for final names matching the regular expression ``final_name``."""
+    return re.compile(rf"\.(?:{final_name}){_TEMPORARY_SUFFIX}")
 
 
 def write_bytes(path: str, data: bytes) -> None:

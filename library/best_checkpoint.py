@@ -49,8 +49,7 @@ from library.tensorflow_env import import_tensorflow
 
 STATE_FILE = "checkpoint"
 RECORD_SUFFIX = ".json"
-# The names atomic_file.temporary_name() gives: ".<final name>.tmp-<8 hex digits>".
-_TEMPORARY_FILE = re.compile(r"\..+\.tmp-[0-9a-f]{8}")
+_TEMPORARY_FILE = atomic_file.temporary_pattern()
 # Evaluation results that have fields of their own in the record rather than under "metrics".
 _OWN_FIELDS = ("loss", "global_step")
 _SNAPSHOT_FILE = re.compile(r"(?P<prefix>.+)\.(index|json|data-\d+-of-\d+)")

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional
 
 import yaml
 
+from library.command_line import OneLineParser
+
 PROJECT_FILE = "project"
 HYPERPARAMETER_FILE = "hyperparameters"
 _TYPE_NAMES = {int: "int", float: "float", str: "str", bool: "bool"}
@@ -283,16 +285,9 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """Argument parser whose errors are a single line plus a pointer to --help."""
-
-    def error(self, message):
-        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
-
-
 def build_parser(options: Iterable[Option], description: str, prog: str = None) -> argparse.ArgumentParser:
     """A parser with one flag per option; flags not given stay absent from the result."""
-    parser = _OneLineParser(
+    parser = OneLineParser(
         prog=prog, description=description, allow_abbrev=False,
         formatter_class=_HelpFormatter,
         argument_default=argparse.SUPPRESS,

@@ -20,19 +20,20 @@ modules uses them unchanged:
   says so (:func:`has_random_weights`), so a consumer can refuse to train a head on its
   random features; a module written from trained variables (a checkpoint, weight values) has none.
 
-Command line (the package holding the ``NETWORKS`` dict is a parameter, so this module
-knows no project)::
+Command line (the package holding the ``NETWORKS`` dict, and the hyperparameters its networks
+declare as ``OPTIONS``, is a parameter, so this module knows no project)::
 
-    python -m library.hub_module --network small_cnn --output out/hub/small_cnn
+    python -m library.hub_module --networks_package project.networks --network small_cnn --output out/hub/small_cnn
     python -m library.hub_module --keras_application MobileNetV2 --weights mobilenet_v2.h5 --output out/hub/mnv2
 """
 
+import argparse
 import importlib
 import os
 import sys
 
 from library import atomic_file
-from library.config import _OneLineParser
+from library.command_line import OneLineParser, positive
 from library.tensorflow_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -151,24 +152,12 @@ def _check_replaceable(output_dir):
         )
 
 
-def _positive(kind):
-    """An argparse type: ``kind`` values above zero."""
-    def parse(text):
-        value = kind(text)
-        if value <= 0:
-            raise ValueError(text)
-        return value
-
-    parse.__name__ = f"positive {kind.__name__}"  # argparse names the type in its error
-    return parse
-
-
-def _parser():
-    """Command-line flags; errors are one line."""
-    parser = _OneLineParser(
-        prog="python -m library.hub_module",
-        description="Write a TF1 Hub image feature-vector module: a project network with fresh (random) "
-                    "variables, or a Keras Application with its trained weights.",
+def _parser(prog, networks_package, network_options):
+    """Command-line flags, with a flag for each hyperparameter the networks declare; errors are one line."""
+    parser = OneLineParser(
+        prog=prog, allow_abbrev=False,
+        description="Write a TF1 Hub image feature-vector module: a network of a package's NETWORKS with fresh "
+                    "(random) variables, or a Keras Application with its trained weights.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--network", help="name of a network in the package's NETWORKS (random weights)")
@@ -177,38 +166,52 @@ def _parser():
     parser.add_argument("--weights", help="--keras_application: its .h5 weights file, or imagenet (downloads)")
     parser.add_argument("--output", required=True,
                         help="module directory to write (an earlier module there is replaced)")
-    parser.add_argument("--image_size", type=_positive(int), default=224, help="input height and width (default: 224)")
-    parser.add_argument("--width_multiplier", type=_positive(float), default=1.0,
-                        help="channel width multiplier, for networks that have one (default: 1.0)")
-    parser.add_argument("--networks_package", default="project.networks",
-                        help="importable package with the NETWORKS dict (default: project.networks)")
+    parser.add_argument("--image_size", type=positive(int), default=224, help="input height and width (default: 224)")
+    parser.add_argument("--networks_package", default=networks_package,
+                        help=f"importable package with the NETWORKS dict (default: {networks_package})")
+    for option in network_options:
+        kind = argparse.BooleanOptionalAction if option.type is bool else "store"
+        parser.add_argument(f"--{option.name}", action=kind, type=None if option.type is bool else option.type,
+                            default=option.default, help=f"{option.help} (default: {option.default})")
     return parser
 
 
 def _networks(package):
-    """The NETWORKS dict of ``package``; ValueError when there is none."""
+    """(NETWORKS, the options they declare) of ``package``; ValueError when it has no NETWORKS."""
     try:
-        return importlib.import_module(package).NETWORKS
+        module = importlib.import_module(package)
+        return module.NETWORKS, tuple(getattr(module, "OPTIONS", ()))
     except (ImportError, AttributeError) as error:
         raise ValueError(f"no NETWORKS dict in package '{package}' ({error}); pass --networks_package") from None
 
 
-def main(argv=None) -> int:
-    """Export the chosen network; print the module directory, or a one-line error and return non-zero."""
-    parser = _parser()
+def main(argv=None, networks_package=None, prog="python -m library.hub_module") -> int:
+    """Export the chosen network or Keras application; print the module directory, or a one-line error."""
+    package_flag = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    package_flag.add_argument("--networks_package")
+    package = package_flag.parse_known_args(argv)[0].networks_package or networks_package
+    try:
+        networks, network_options = _networks(package) if package else ({}, ())
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    parser = _parser(prog, package, network_options)
     args = parser.parse_args(argv)
     if bool(args.keras_application) != bool(args.weights):
         parser.error("--weights goes with --keras_application (and it needs them)")
+    if args.network and args.network not in networks:
+        parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks)) or 'none without --networks_package'}")
+    for option in network_options:
+        value = getattr(args, option.name)
+        if option.valid is not None and value not in option.valid:
+            parser.error(f"argument --{option.name}: {value} is not a valid {option.type.__name__} {option.valid}")
     try:
         if args.keras_application:
             from library import keras_application
 
             keras_application.export(args.keras_application, args.weights, args.image_size, args.output)
         else:
-            networks = _networks(args.networks_package)
-            if args.network not in networks:
-                parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks))}")
-            params = {"image_size": args.image_size, "width_multiplier": args.width_multiplier}
+            params = {"image_size": args.image_size, **{option.name: getattr(args, option.name) for option in network_options}}
             export_spec(create_spec(networks[args.network], args.image_size, params), args.output)
     except (ValueError, tf.errors.OpError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)

@@ -31,7 +31,7 @@ import threading
 import time
 from typing import Iterable, Iterator, Optional
 
-from library.config import _OneLineParser
+from library.command_line import OneLineParser
 
 HOST = "127.0.0.1"
 POLL_SECS = 0.2
@@ -189,7 +189,7 @@ def run(tasks: list[Task], command: list[str]) -> int:
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     """The launcher's options and the command after ``--``."""
-    parser = _OneLineParser(prog="python -m library.local_cluster", description=__doc__.split("\n\n")[0],
+    parser = OneLineParser(prog="python -m library.local_cluster", description=__doc__.split("\n\n")[0],
                             allow_abbrev=False)
     parser.add_argument("--workers", type=int, default=1, help="worker tasks besides the chief (default: 1)")
     parser.add_argument("--ps", type=int, default=0,

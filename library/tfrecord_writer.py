@@ -10,7 +10,7 @@ shards of a set with another shard count, and temporaries of killed runs.
 import os
 import re
 
-from library.atomic_file import temporary_name
+from library import atomic_file
 from library.tensorflow_env import import_tensorflow
 
 MAX_SHARDS = 99999  # shard numbers have five digits
@@ -33,7 +33,7 @@ def parse_shard_filename(filename: str):
 def _earlier_output_pattern(name: str) -> re.Pattern:
     """Shard names of any set called ``name``, finished or as temporary_name makes them."""
     shard = rf"{re.escape(name)}-\d{{5}}-of-\d{{5}}\.tfrecord"
-    return re.compile(rf"{shard}|\.{shard}\.tmp-[0-9a-f]+")
+    return re.compile(rf"{shard}|{atomic_file.temporary_pattern(shard).pattern}")
 
 
 class ShardedTFRecordWriter:
@@ -82,7 +82,7 @@ class ShardedTFRecordWriter:
         """Rename the open shard into place and open the next one under a temporary name."""
         self._finish_open_shard()
         self._open_index += 1
-        self._temporary = temporary_name(self.paths[self._open_index])
+        self._temporary = atomic_file.temporary_name(self.paths[self._open_index])
         self._writer = self._tf.io.TFRecordWriter(self._temporary)
 
     def _finish_open_shard(self) -> None:

@@ -5,12 +5,11 @@ from labels.txt, the input size from the feature extractor, the epoch size from 
 converter's manifest. A new project edits its modules, rarely this one.
 """
 
-import fnmatch
 import glob
-import json
 import os
 import sys
 
+from library import manifest as manifests
 from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import parse_shard_filename
@@ -97,16 +96,8 @@ def train_examples(params) -> int:
     files = sorted(tf.io.gfile.glob(pattern or ""))
     if not files:
         raise ConfigError(f"train_data: no file matches {pattern}; convert the data set first or fix the pattern")
-    manifests = tf.io.gfile.glob(os.path.join(os.path.dirname(pattern), "*-manifest.json"))
-    total, covered = 0, set()
-    for path in manifests:
-        with tf.io.gfile.GFile(path) as handle:
-            manifest = json.load(handle)
-        shards = {os.path.join(os.path.dirname(path), shard["file"]) for shard in manifest["shards"]}
-        if shards and all(fnmatch.fnmatch(shard, pattern) for shard in shards):
-            total += manifest["total_images"]
-            covered |= shards
-    if covered == set(files):
+    total = manifests.images_in(pattern, files)
+    if total is not None:
         return total
     print(f"warning: no manifest covers every file of {pattern}; counting records (reads all of them once)", flush=True)
     return sum(sum(1 for _ in tf.compat.v1.io.tf_record_iterator(path)) for path in files)

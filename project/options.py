@@ -8,6 +8,7 @@ options of ``hyperparameters.yaml`` say what to train (network, optimizer, regul
 from library.config import HYPERPARAMETER_FILE as HP
 from library.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_1, Option
 from library.run_options import RUN_LOOP_OPTIONS
+from project import networks
 
 PROJECT_OPTIONS = (
     Option("train_data", str, None, "file pattern of the training TFRecords, e.g. dataset/train/train-*.tfrecord"),
@@ -37,7 +38,6 @@ HYPERPARAMETER_OPTIONS = (
     Option("hub_output", str, None, "output of that signature; null: default", HP),
     Option("image_size", int, None, "input height and width of project networks and of modules of any size; "
            "null: a module's own size, else 224", HP, valid=AT_LEAST_1),
-    Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HP, valid=POSITIVE),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("learning_rate", float, 1e-4, "initial learning rate", HP, valid=POSITIVE),
     Option("learning_rate_schedule", str, "constant", "learning rate over training", HP, ("constant", "cosine", "exponential")),
@@ -58,5 +58,8 @@ HYPERPARAMETER_OPTIONS = (
            valid=FRACTION),
     Option("mixed_precision", bool, False, "float16 compute with loss scaling (GPU only; ignored on CPU)", HP),
 )
+
+# Each network declares the hyperparameters it reads beside it (project/networks/).
+HYPERPARAMETER_OPTIONS += tuple(networks.OPTIONS)
 
 OPTIONS = RUN_LOOP_OPTIONS + PROJECT_OPTIONS + HYPERPARAMETER_OPTIONS

@@ -38,10 +38,13 @@ def write(path, data: bytes) -> None:
 
 
 def run(*argv) -> tuple:
-    """(exit code, stdout, stderr) of ``convert_dataset.main`` run in this process."""
+    """(exit code, stdout, stderr) of ``convert_dataset.main`` run in this process (argparse's own errors exit)."""
     stdout, stderr = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
-        code = convert_dataset.main([str(arg) for arg in argv])
+        try:
+            code = convert_dataset.main([str(arg) for arg in argv])
+        except SystemExit as exit:
+            code = exit.code
     return code, stdout.getvalue(), stderr.getvalue()
 
 
@@ -327,7 +330,7 @@ def labels_file_with(text):
          r"class folder\(s\) horse of --dataset_dir \S+ are not in --labels_file \S+labels.txt; add them"),
         (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"cannot read --labels_file \S+missing.txt"),
         (nothing_usable, (), r"none of the files below --dataset_dir \S+ is a usable image; reasons in \S+\.json"),
-        (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see --help\)"),
+        (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see convert_dataset.py --help\)"),
         (class_folder_named("new\nline"), (), r"class folder 'new\\nline' contains a control character \(U\+000A\); "
                                                r"rename it in --dataset_dir \S+ \(folder names are class names\)"),
         (class_folder_named(" "), (), r"class folder ' ' is blank; rename it in --dataset_dir"),

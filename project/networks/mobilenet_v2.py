@@ -6,8 +6,9 @@ ReLU6 and a linear 1x1 projection, with a shortcut where input and output shapes
 the input size is the module's (``params["image_size"]``, read by library.hub_module).
 """
 
+from library.config import HYPERPARAMETER_FILE, POSITIVE, Option
 from library.tensorflow_env import import_tensorflow
-from project.networks import layers
+from project.networks import layers, register
 
 tf = import_tensorflow()
 v1 = tf.compat.v1
@@ -27,6 +28,9 @@ FEATURE_CHANNELS = 1280
 CHANNEL_DIVISOR = 8
 
 
+@register("mobilenet_v2", options=(
+    Option("width_multiplier", float, 1.0, "channel width multiplier of mobilenet_v2", HYPERPARAMETER_FILE, valid=POSITIVE),
+))
 def mobilenet_v2(images, is_training, params):
     """Features [batch, 1280 * max(1, width)] of float32 images [batch, S, S, 3] in [0, 1], and each stage's output."""
     width = params["width_multiplier"]

@@ -5,7 +5,7 @@ pooling turns any input size into one 64-dimensional feature vector per image.
 """
 
 from library.tensorflow_env import import_tensorflow
-from project.networks import layers
+from project.networks import layers, register
 
 tf = import_tensorflow()
 
@@ -16,6 +16,7 @@ CONVOLUTIONS = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))
 BATCH_NORM_MOMENTUM = 0.9
 
 
+@register("small_cnn")
 def small_cnn(images, is_training, params):
     """Features [batch, 64] of float32 images [batch, S, S, 3] in [0, 1], and each convolution's feature map."""
     del params  # The registry's common signature; this network has no options.

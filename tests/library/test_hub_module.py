@@ -13,6 +13,7 @@ import pytest
 import tensorflow_hub as hub
 
 from library import hub_module
+from library.config import POSITIVE, Option
 from tests.conftest import ROOT, tf
 
 v1 = tf.compat.v1
@@ -33,6 +34,7 @@ def tiny_network(images, is_training, params):
 
 
 NETWORKS = {"tiny": tiny_network}
+OPTIONS = (Option("width_multiplier", float, 1.0, "scales the features", valid=POSITIVE),)
 
 
 def tiny_spec(seed=None):
@@ -183,9 +185,9 @@ def test_command_line_writes_a_module_of_the_chosen_network_and_size(tmp_path, c
 
 @pytest.mark.parametrize("arguments, expected_code, expected_error", [
     (["--network", "huge"], 2, "error: unknown network 'huge'; known: tiny"),
-    (["--network", "tiny", "--image_size", "0"], 2, "error: argument --image_size: invalid positive int value: '0'"),
+    (["--network", "tiny", "--image_size", "0"], 2, "error: argument --image_size: must be at least 1, got 0"),
     (["--network", "tiny", "--width_multiplier", "-1"], 2,
-     "error: argument --width_multiplier: invalid positive float value: '-1'"),
+     "error: argument --width_multiplier: -1.0 is not a valid float > 0"),
     (["--network", "tiny", "--networks_package", "no_such_package"], 1,
      "error: no NETWORKS dict in package 'no_such_package' (No module named 'no_such_package'); "
      "pass --networks_package"),
@@ -207,12 +209,14 @@ def test_command_line_refuses_to_write_over_a_file(tmp_path, capsys):
     assert (code, err) == (1, f"error: {output} is a file; give a directory path for the module\n")
 
 
-def test_runs_as_a_script_with_the_project_networks(tmp_path):
+def test_runs_as_a_script_with_the_project_networks_and_their_own_options(tmp_path):
     module_dir = str(tmp_path / "small_cnn")
     result = subprocess.run(
-        [sys.executable, "-m", "library.hub_module",
-         "--network", "small_cnn", "--output", module_dir, "--image_size", "16"],
+        [sys.executable, "-m", "project.networks",
+         "--network", "mobilenet_v2", "--width_multiplier", "0.35", "--output", module_dir, "--image_size", "32"],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )
     assert (result.returncode, result.stdout) == (0, module_dir + "\n")
-    assert hub.get_expected_image_size(hub.load_module_spec(module_dir)) == [16, 16]
+    spec = hub.load_module_spec(module_dir)
+    assert hub.get_expected_image_size(spec) == [32, 32]
+    assert spec.get_output_info_dict()["mobilenet_v2/stage1"].get_shape().as_list() == [None, 8, 8, 8]  # 24 * 0.35

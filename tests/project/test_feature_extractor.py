@@ -59,7 +59,7 @@ def test_a_path_that_is_no_module_is_a_one_line_error(tmp_path, name):
     with pytest.raises(ValueError) as error:
         feature_extractor.input_image_size({**PARAMS, "hub_module": handle})
     assert str(error.value) == (
-        f"hub_module '{handle}' is neither a project network (small_cnn, mobilenet_v2) nor a TF1 Hub module "
+        f"hub_module '{handle}' is neither a project network ({', '.join(NETWORKS)}) nor a TF1 Hub module "
         "directory (no tfhub_module.pb there); fix the path, or write a module with "
         "`python -m library.hub_module` or `run.py --mode export_hub`"
     )

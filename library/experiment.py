@@ -1,0 +1,69 @@
+"""The contract between the generic run loop and a project: what ``library.run_loop`` needs to know of it.
+
+A project subclasses :class:`Experiment` once (``project/experiment.py``) and hands an
+instance to ``run_loop.main``; the run loop, the cluster code and the exporters use it and
+nothing else of the project. Everything the library does not need stays in the project.
+"""
+
+import abc
+from typing import Optional
+
+from library.config import ConfigError
+
+
+class Experiment(abc.ABC):
+    """One project: its options, its data, its model and what its predictions look like."""
+
+    #: The ``library.config.Option`` s the project adds to the run loop's own (``library.run_options``).
+    options: tuple = ()
+    #: False when the model's variables cannot live in a ``tf.distribute`` strategy's scope
+    #: (then only ``none``, ``parameter_server`` and a one-device ``mirrored`` run).
+    supports_distribution_strategies: bool = True
+
+    @abc.abstractmethod
+    def make_params(self, values: dict) -> dict:
+        """The Estimator params: option values plus what the project derives; ConfigError for bad input."""
+
+    @abc.abstractmethod
+    def train_examples(self, params) -> int:
+        """Examples in one training epoch."""
+
+    @abc.abstractmethod
+    def model_fn(self, features, labels, mode, params):
+        """The Estimator model_fn."""
+
+    @abc.abstractmethod
+    def input_fn(self, params, mode, input_context=None):
+        """The Estimator input_fn of ``mode`` (training: repeated forever; evaluation: one pass)."""
+
+    @abc.abstractmethod
+    def predict_input_fn(self, params, source: str):
+        """An input_fn over the raw inputs ``source`` names (``--predict_input``); ConfigError if there are none."""
+
+    @abc.abstractmethod
+    def prediction_row(self, prediction: dict, params) -> dict:
+        """One prediction as named columns (name -> text): printed tab-separated, written as a CSV row."""
+
+    @abc.abstractmethod
+    def serving_input_receiver_fn(self, params):
+        """The SavedModel's serving input."""
+
+    def model_identity(self, params) -> dict:
+        """What a checkpoint is only good for (e.g. class names, input size): recorded in model_dir, checked by every mode."""
+        return {}
+
+    def describe(self, params) -> str:
+        """A line printed when training starts (e.g. which network is used); empty for none."""
+        return ""
+
+    def export_feature_extractor(self, params, checkpoint_path: str, output_dir: str) -> None:
+        """Write the feature extractor of a checkpoint as a TF1 Hub module (``--mode export_hub``)."""
+        raise ConfigError("export_hub: this experiment has no feature extractor to export")
+
+    def benchmark_input(self, params, batches: int) -> dict:
+        """Images/s of the training input alone (``--mode benchmark_input``)."""
+        raise ConfigError("benchmark_input: this experiment has no input benchmark")
+
+    def damaged_record(self, params) -> Optional[str]:
+        """Where the data is damaged (file and record), after a DataLossError that names none; None if unknown."""
+        return None

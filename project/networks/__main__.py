@@ -1,0 +1,8 @@
+"""``python -m project.networks --network NAME --output DIR``: a project network as a hub module with fresh variables."""
+
+import sys
+
+from library import hub_module
+
+if __name__ == "__main__":
+    sys.exit(hub_module.main(sys.argv[1:], networks_package="project.networks", prog="python -m project.networks"))
