@@ -16,7 +16,7 @@ $(STAMP): requirements.txt requirements-dev.txt constraints.txt
 	@touch $(STAMP)
 
 demo: venv
-	$(PY) -m project.demo
+	$(PY) demo.py
 
 test: venv
 	$(PY) -m pytest -q tests

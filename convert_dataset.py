@@ -206,7 +206,10 @@ def _write_records(args, files: list, labels: list, writer: ShardedTFRecordWrite
                 progress.set_postfix(skipped=len(tally.skipped), refresh=False)
             else:
                 class_name = relative.split("/", 1)[0]
-                record = record_schema.make_example(*outcome, label_ids[class_name], class_name, relative)
+                jpeg, height, width = outcome
+                record = record_schema.make_example(record_schema.SourceImage(
+                    jpeg=jpeg, height=height, width=width, label=label_ids[class_name], class_name=class_name,
+                    filename=relative))
                 writer.write(position * len(writer.paths) // len(order), record)
                 tally.images_per_class[class_name] += 1
             progress.update()

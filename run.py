@@ -3,22 +3,22 @@
 
 import sys
 
-from library import config
-from project.options import OPTIONS
+from library import config, run_loop
+from library.run_options import RUN_LOOP_OPTIONS
+from project.experiment import ImageClassifier
 
 
 def main(argv=None) -> int:
+    experiment = ImageClassifier()
     try:
-        settings, print_config = config.parse(OPTIONS, argv, description=__doc__, prog="run.py")
+        settings, print_config = config.parse(RUN_LOOP_OPTIONS + experiment.options, argv, description=__doc__,
+                                              prog="run.py")
     except config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     if print_config:
         print(config.format_config(settings))
         return 0
-    from library import run_loop
-    from project import experiment
-
     return run_loop.main(settings, experiment)
 
 

@@ -25,9 +25,10 @@ from benchmarks import measure, project_config
 from benchmarks.report import target
 from library import evaluation_report, run_loop
 from library.tensorflow_env import import_tensorflow
-from project import experiment
+from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
+experiment = ImageClassifier()
 ModeKeys = tf.estimator.ModeKeys
 
 
@@ -54,14 +55,14 @@ def run(records_dir: str, work_dir: str, budget, rounds: int, max_extra: int, qu
     settings, params = project_config.settings_and_params(records_dir)
     model_dir = tempfile.mkdtemp(prefix="evaluation-", dir=work_dir)
     try:
-        estimator = run_loop.make_estimator(settings, experiment, {**params, "steps_per_epoch": 1, "train_steps": 1},
-                                            model_dir)
+        run = run_loop.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
+        estimator = run.estimator(model_dir)
         estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1)
         checkpoint = tf.train.latest_checkpoint(model_dir)
         bare = tf.estimator.Estimator(without_report, model_dir, estimator.config, estimator.params)
 
         def with_report():
-            results, report = run_loop.evaluate_checkpoint(estimator, experiment, params, checkpoint)
+            results, report = run_loop.evaluate_checkpoint(run, estimator, checkpoint)
             evaluation_report.write_json(evaluation_report.json_path(model_dir, results["global_step"]), report)
             return results
 

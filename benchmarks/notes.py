@@ -67,7 +67,7 @@ def _row_conversion(f: dict) -> list:
 
 def _row_input(f: dict) -> list:
     return [
-        f"`run.py --benchmark_input` (`default` set, `--train_batch_size {f['batch_size']}`, image_size "
+        f"`run.py --mode benchmark_input` (`default` set, `--train_batch_size {f['batch_size']}`, image_size "
         f"{f['image_size']}, {f['batches']} timed batches after 10 warm-up ones; its `main` runs in the suite's process "
         "and the JSON line it prints is read) against `project/input_benchmark.py`'s in-memory rates over the "
         f"same {f['records']:,} records' JPEG bytes: the kernel ceiling (the pipeline's per-image work and batching "
@@ -117,7 +117,7 @@ def _ops(f: dict, prefix: str) -> str:
 
 def _row_overhead(f: dict) -> list:
     return [
-        "`Estimator.train` as the run loop calls it (`run_loop.make_estimator`'s RunConfig, the stop-on-NaN and "
+        "`Estimator.train` as the run loop calls it (`run_loop.Run.estimator`'s RunConfig, the stop-on-NaN and "
         "progress-bar hooks, a summary every 100 steps, a checkpoint every save_checkpoints_secs) against the bare "
         "Session loop of row 3 (head only, fine_tuning False as the `default` set: the shortest step, so the largest share of "
         f"overhead), over the same `input_fn`: steady state over {f['timed_steps']} steps after {f['warmup_steps']}"
@@ -179,7 +179,7 @@ FINDINGS = {
             "2048 refills whole every epoch) changed the pipeline's rate by under 2%."
         ),
         "not_met": (
-            "First check the noise column. Then rerun `run.py --benchmark_input` with fixed `--num_parallel_calls` "
+            "First check the noise column. Then rerun `run.py --mode benchmark_input` with fixed `--num_parallel_calls` "
             "and `--cycle_length` values: a rate that rises with them means too little parallelism, one that does "
             "not means the pipeline's own work (reading, parsing, shuffling, batching) grew."
         ),

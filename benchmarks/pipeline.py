@@ -1,4 +1,4 @@
-"""Row 2: `run.py --benchmark_input` against the in-memory kernel ceiling, decode alone, and the cropping decode.
+"""Row 2: `run.py --mode benchmark_input` against the in-memory kernel ceiling, decode alone, and the cropping decode.
 
 The pipeline figure is run.py's own (its ``main`` called in this process, the JSON line it
 prints parsed); the reference rates come from ``project/input_benchmark.py`` over the
@@ -21,7 +21,7 @@ IMAGE_SIZE = 224
 def run(records_dir: str, batches: int, budget, rounds: int, max_extra: int, quiet_wait: float, log=print) -> dict:
     """Row 2's figures."""
     extra = ("--train_batch_size", str(BATCH_SIZE), "--image_size", str(IMAGE_SIZE))
-    argv = project_config.run_argv(records_dir, *extra, "--benchmark_input", "--benchmark_batches", str(batches))
+    argv = project_config.run_argv(records_dir, *extra, "--mode", "benchmark_input", "--benchmark_batches", str(batches))
     _, params = project_config.settings_and_params(records_dir, *extra)
     images = input_benchmark.encoded_images(params["train_data"], limit=None)
 
@@ -30,7 +30,7 @@ def run(records_dir: str, batches: int, budget, rounds: int, max_extra: int, qui
         with contextlib.redirect_stdout(printed):
             code = run_py.main(argv)
         if code != 0:
-            raise RuntimeError(f"run.py --benchmark_input exited with {code}")
+            raise RuntimeError(f"run.py --mode benchmark_input exited with {code}")
         report = json.loads(printed.getvalue().strip().splitlines()[-1])
         return report["images_per_sec"], report
 
@@ -58,9 +58,9 @@ def run(records_dir: str, batches: int, budget, rounds: int, max_extra: int, qui
     })
     return {
         "id": "input_pipeline",
-        "title": "run.py --benchmark_input vs in-memory kernel ceiling",
+        "title": "run.py --mode benchmark_input vs in-memory kernel ceiling",
         "figures": figures,
-        "targets": [target("input: run.py --benchmark_input / kernel ceiling", efficiency["ratio"], ">=", 0.85, "",
+        "targets": [target("input: run.py --mode benchmark_input / kernel ceiling", efficiency["ratio"], ">=", 0.85, "",
                            efficiency)],
         "references": [
             {"name": "input: pipeline / decode only (tf.io.decode_jpeg)", "value": versus_decode["ratio"], "unit": ""},

@@ -7,9 +7,11 @@ The feature extractor is the small CNN at 224x224 written as a hub module beside
 import os
 
 from library import config, hub_module
-from project import experiment
+from project.experiment import ImageClassifier
 from project.networks import NETWORKS
 from project.options import OPTIONS
+
+experiment = ImageClassifier()
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_SET = "default"

@@ -20,7 +20,7 @@ import os
 import sys
 import time
 
-from library.tensorflow_env import import_tensorflow
+from library.tensorflow_env import import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()  # first: it configures TensorFlow's environment before any other import loads it
 
@@ -97,6 +97,7 @@ def data_summary(photos_dir: str, records_dir: str, large_images) -> dict:
 
 
 def main(argv=None) -> int:
+    use_graph_mode()
     args = parse_args(argv)
     sizes = QUICK if args.quick else FULL
     output_dir = os.path.abspath(args.output_dir)

@@ -33,10 +33,11 @@ from benchmarks import measure, project_config
 from benchmarks.report import target
 from library import distribution, run_loop
 from library.hooks import ProgressBarHook, StopOnNonFiniteLossHook
-from library.tensorflow_env import _filtered_stderr, import_tensorflow
-from project import experiment
+from library.tensorflow_env import filtered_stderr, import_tensorflow
+from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
+experiment = ImageClassifier()
 ModeKeys = tf.estimator.ModeKeys
 END_TO_END_SECONDS = 50  # a round of the end-to-end loops on a quiet 2-core machine, kept for them
 TRACED_STEPS = 5  # steps run with a full trace after the timed window: per-op timing, and the wait for input
@@ -82,10 +83,10 @@ def training_params(settings, params) -> dict:
 
 
 def estimator_loop(settings, params, warmup: int, steps: int, work_dir: str):
-    """Steps/s of Estimator.train over the real input, configured and hooked as run_loop.train_in_cycles does."""
+    """Steps/s of Estimator.train over the real input, configured and hooked as run_loop.Training.in_cycles does."""
     model_dir = tempfile.mkdtemp(prefix="estimator-", dir=work_dir)
     try:
-        estimator = run_loop.make_estimator(settings, experiment, params, model_dir)
+        estimator = run_loop.Run(settings, experiment, params).estimator(model_dir)
         step_times, checkpoints = StepTimes(), CheckpointTimes()
         total = warmup + steps
         hooks = [
@@ -160,7 +161,7 @@ def traced_profile(session, train_op) -> dict:
     waits, op_ms = [], collections.Counter()
     for _ in range(TRACED_STEPS):
         metadata = tf.compat.v1.RunMetadata()
-        with _filtered_stderr(TRACE_NOISE):
+        with filtered_stderr(TRACE_NOISE):
             session.run(train_op, options=options, run_metadata=metadata)
         wait = 0.0
         for device in metadata.step_stats.dev_stats:

@@ -274,7 +274,7 @@ class BestSnapshotExporter(tf.estimator.Exporter):
             return False
 
 
-def train_and_evaluate(estimator, train_input_fn, eval_input_fn, max_steps: int, best: BestCheckpoint,
+def train_and_evaluate(estimator, train_input_fn, eval_input_fn, *, max_steps: int, best: BestCheckpoint,
                        steps_per_epoch: int, hooks=(), on_evaluation=None,
                        throttle_secs: int = EVAL_THROTTLE_SECS) -> None:
     """Run this task's part of ``tf.estimator.train_and_evaluate``: train, evaluate, keep the best snapshot.

@@ -34,7 +34,7 @@ import sys
 
 from library import atomic_file
 from library.command_line import OneLineParser, positive
-from library.tensorflow_env import import_tensorflow
+from library.tensorflow_env import import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()
 import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
@@ -187,6 +187,7 @@ def _networks(package):
 
 def main(argv=None, networks_package=None, prog="python -m library.hub_module") -> int:
     """Export the chosen network or Keras application; print the module directory, or a one-line error."""
+    use_graph_mode()
     package_flag = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     package_flag.add_argument("--networks_package")
     package = package_flag.parse_known_args(argv)[0].networks_package or networks_package

@@ -1,25 +1,9 @@
 """The generic run loop: train in cycles with evaluation and a best snapshot, or evaluate, predict, export.
 
-It knows nothing about the data or the network. A project hands it an *experiment*,
-a module with these functions (``project/experiment.py`` is this project's):
-
-- ``make_params(values: dict) -> dict``: the Estimator params (option values plus
-  whatever the project derives, e.g. class names); raises ``ConfigError`` for bad input.
-- ``train_examples(params) -> int``: images in one training epoch.
-- ``model_fn(features, labels, mode, params)`` and ``input_fn(params, mode, input_context=None)``.
-- ``predict_input_fn(params, source)``: input function over raw image files for prediction.
-- ``serving_input_receiver_fn(params)``: for SavedModel export.
-- ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
-- ``benchmark_input(params, batches) -> dict``: the training input pipeline alone.
-- ``prediction_row(prediction: dict, params) -> dict``: one predicted image as named columns
-  (column name -> text), printed tab-separated and written as a CSV row under a header.
-- ``describe(params) -> str``: a line printed when training starts (e.g. which network is used).
-- ``model_identity(params) -> dict``: what a checkpoint of the model is only good for (e.g. class
-  names, input size); recorded in model_dir when training starts and checked by every mode.
-- ``damaged_record(params) -> str or None``: where the data is damaged, after a ``DataLossError``.
-- ``SUPPORTS_DISTRIBUTION_STRATEGIES``: False when the model's variables cannot live in a
-  ``tf.distribute`` strategy's scope (then only ``none``, ``parameter_server`` and a
-  one-device ``mirrored`` run).
+It knows nothing about the data or the network: a project hands ``main`` an instance of
+``library.experiment.Experiment`` (the contract; ``project/experiment.py`` is this
+project's). ``mode`` is the one switch: every mode is a function of one :class:`Run`, and a
+training run keeps its state in one :class:`Training`.
 
 When the model_fn's evaluation metrics include a ``confusion_matrix`` (and optionally the
 ``mistakes/*`` of ``library/evaluation_report.py``), every evaluation also gets a report,
@@ -46,8 +30,9 @@ import numpy as np
 from library import atomic_file, config, distribution, evaluation_report, model_directory
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
+from library.experiment import Experiment
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
-from library.tensorflow_env import import_tensorflow
+from library.tensorflow_env import import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()
 ModeKeys = tf.estimator.ModeKeys
@@ -70,20 +55,42 @@ def session_config(settings) -> tf.compat.v1.ConfigProto:
     return session
 
 
-def make_estimator(settings, experiment, params, model_dir, strategy=None, tf_config=None,
-                   save_checkpoints_steps=None) -> tf.estimator.Estimator:
-    """The project's model_fn in an Estimator configured from the run options (and a strategy to train with)."""
-    run_config = tf.estimator.RunConfig(
-        model_dir=model_dir,
-        tf_random_seed=settings.random_seed,
-        save_checkpoints_secs=None if save_checkpoints_steps else settings.save_checkpoints_secs,
-        save_checkpoints_steps=save_checkpoints_steps,
-        keep_checkpoint_max=settings.keep_checkpoint_max,
-        session_config=distribution.with_device_filters(session_config(settings), settings.distribution, tf_config or {}),
-        log_step_count_steps=None,  # the progress bar reports speed instead
-        train_distribute=strategy,
-    )
-    return tf.estimator.Estimator(experiment.model_fn, config=run_config, params=params)
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One invocation: the resolved settings, the project's experiment and the params it derived from them."""
+
+    settings: config.Config
+    experiment: Experiment
+    params: dict
+
+    def estimator(self, model_dir=None, *, strategy=None, tf_config=None,
+                  save_checkpoints_steps=None) -> tf.estimator.Estimator:
+        """The experiment's model_fn in an Estimator configured from the run options (and a strategy to train with)."""
+        settings = self.settings
+        run_config = tf.estimator.RunConfig(
+            model_dir=model_dir or settings.model_dir,
+            tf_random_seed=settings.random_seed,
+            save_checkpoints_secs=None if save_checkpoints_steps else settings.save_checkpoints_secs,
+            save_checkpoints_steps=save_checkpoints_steps,
+            keep_checkpoint_max=settings.keep_checkpoint_max,
+            session_config=distribution.with_device_filters(session_config(settings), settings.distribution,
+                                                            tf_config or {}),
+            log_step_count_steps=None,  # the progress bar reports speed instead
+            train_distribute=strategy,
+        )
+        return tf.estimator.Estimator(self.experiment.model_fn, config=run_config, params=self.params)
+
+    def with_params(self, **extra) -> "Run":
+        """This run with ``extra`` added to the params (e.g. a training run's step counts for the model_fn)."""
+        return dataclasses.replace(self, params={**self.params, **extra})
+
+    def input_fn(self, mode):
+        """The experiment's input_fn of ``mode`` over this run's params, as Estimator calls it."""
+        return lambda: self.experiment.input_fn(self.params, mode)
+
+    def checkpoint(self) -> str:
+        """The checkpoint that ``model`` names, once it is known to be one of a model trained for this configuration."""
+        return checkpoint_of(self.settings, self.experiment.model_identity(self.params))
 
 
 def checkpoint_of(settings, identity: dict) -> str:
@@ -135,10 +142,10 @@ def plain(results: dict) -> dict:
     return {key: json_ready(value) for key, value in results.items()}
 
 
-def evaluate_checkpoint(estimator, experiment, params, checkpoint) -> tuple:
+def evaluate_checkpoint(run: Run, estimator, checkpoint) -> tuple:
     """Evaluate ``checkpoint`` on the evaluation data: see :func:`evaluation_results`."""
-    results = estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), checkpoint_path=checkpoint)
-    return evaluation_results(estimator, params, results)
+    results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), checkpoint_path=checkpoint)
+    return evaluation_results(estimator, run.params, results)
 
 
 def evaluation_results(estimator, params, results: dict) -> tuple:
@@ -149,24 +156,6 @@ def evaluation_results(estimator, params, results: dict) -> tuple:
     if report is not None:
         evaluation_report.write_summaries(estimator.eval_dir(), report, arrays)
     return scalars, report
-
-
-def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best) -> dict:
-    """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
-    checkpoint = tf.train.latest_checkpoint(settings.model_dir)
-    results, report = evaluate_checkpoint(estimator, experiment, params, checkpoint)
-    epoch = results["global_step"] / steps_per_epoch
-    improved = best.update_if_better(checkpoint, results, epoch)
-    report_evaluation(log, results, report, epoch, settings, best, improved)
-    return results
-
-
-def report_evaluation(log, results: dict, report, epoch: float, settings, best, improved: bool) -> None:
-    """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
-    if report is not None:
-        evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
-    log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
-    print(evaluation_summary(results, epoch, settings.train_epochs, best.record, improved), flush=True)
 
 
 def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool) -> str:
@@ -199,87 +188,140 @@ def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan
                         settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
 
 
-def training_strategy(settings, experiment):
+def training_strategy(run: Run):
     """The tf.distribute strategy to train with, if the experiment's model can run under one."""
+    settings = run.settings
     strategy = distribution.train_strategy(settings.distribution)
-    if strategy is None or experiment.SUPPORTS_DISTRIBUTION_STRATEGIES:
+    if strategy is None or run.experiment.supports_distribution_strategies:
         return strategy
     if settings.distribution == "mirrored" and strategy.num_replicas_in_sync == 1:
         return None  # one device either way: train without the strategy
     raise ConfigError(
         f"distribution {settings.distribution}: this model's variables cannot be mirrored by tf.distribute "
-        "(see SUPPORTS_DISTRIBUTION_STRATEGIES in the experiment); use distribution parameter_server for several "
+        "(see supports_distribution_strategies in the experiment); use distribution parameter_server for several "
         "machines or GPUs, or none"
     )
 
 
-def train(settings, experiment, params) -> int:
+def train(run: Run) -> int:
     """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``.
 
     Everything is checked before anything is written; the chief (the one task outside a
     cluster) then holds model_dir's training lock and records what the model is trained for.
     """
+    settings = run.settings
     tf_config = distribution.read_tf_config(settings.distribution)
-    strategy = training_strategy(settings, experiment)
-    plan = plan_training(settings, experiment.train_examples(params),
+    strategy = training_strategy(run)
+    plan = plan_training(settings, run.experiment.train_examples(run.params),
                          distribution.images_per_step(settings.train_batch_size, strategy, tf_config))
-    identity = experiment.model_identity(params)
+    identity = run.experiment.model_identity(run.params)
     model_directory.check_record(settings.model_dir, identity)
     task_type = tf_config.get("task", {}).get("type", "chief")
     if task_type != "chief":
-        return train_task(settings, experiment, params, plan, strategy, tf_config, task_type)
+        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
     with model_directory.training_lock(settings.model_dir):
         model_directory.write_record(settings.model_dir, identity)
         config.write_config(settings, settings.model_dir)
-        return train_task(settings, experiment, params, plan, strategy, tf_config, task_type)
+        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
 
 
-def train_task(settings, experiment, params, plan, strategy, tf_config, task_type) -> int:
-    """This task's training run, once the checks have passed."""
-    params = {**params, "steps_per_epoch": plan.steps_per_epoch, "train_steps": plan.total_steps}
-    in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
-    estimator = make_estimator(settings, experiment, params, settings.model_dir, strategy, tf_config,
-                               save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
+@dataclasses.dataclass
+class Training:
+    """A training run's state: the run, its plan, the Estimator, the best snapshot and the evaluation log."""
 
-    def export_best(snapshot):
-        export_saved_model(estimator, experiment, params, os.path.join(settings.best_model_dir, "export"), snapshot)
+    run: Run
+    plan: TrainingPlan
+    estimator: tf.estimator.Estimator
+    best: BestCheckpoint
+    log: EvaluationLog
+    train_input_fn: object
 
-    best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
-    train_input_fn = distribution.training_input_fn(experiment.input_fn, params, settings.distribution, tf_config)
-    step = global_step_of(settings.model_dir)
-    print(experiment.describe(params), flush=True)
-    print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
-          f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
-    if in_cluster:
-        train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type)
-    else:
-        with sigterm_as_interrupt():
-            train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step)
-    record = best.record
-    if record and task_type in ("chief", "evaluator"):
-        accuracy = record["metrics"].get("accuracy")
-        print(f"done: {plan.total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
-              + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
-              + f"; snapshot in {settings.best_model_dir}", flush=True)
-    return 0
+    @classmethod
+    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
+        """The state of this task's training, once the checks have passed."""
+        settings = run.settings
+        run = run.with_params(steps_per_epoch=plan.steps_per_epoch, train_steps=plan.total_steps)
+        in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
+        estimator = run.estimator(strategy=strategy, tf_config=tf_config,
+                                  save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
 
+        def export_best(snapshot):
+            export_saved_model(run, estimator, os.path.join(settings.best_model_dir, "export"), snapshot)
 
-def train_in_cycles(settings, experiment, params, estimator, plan, best, train_input_fn, step) -> None:
-    """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on."""
-    log = EvaluationLog(settings.model_dir)
-    at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
-    if at_cycle_end and log.last_step != step:  # stopped between training and its evaluation
-        evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
-    while step < plan.total_steps:
-        target = min((step // plan.cycle_steps + 1) * plan.cycle_steps, plan.total_steps)
-        progress = ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
-                                   f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}")
-        try:
-            estimator.train(train_input_fn, max_steps=target, hooks=[StopOnNonFiniteLossHook(), progress])
-        finally:
-            progress.close()
-        step = target
-        evaluate_and_snapshot(estimator, experiment, params, settings, plan.steps_per_epoch, log, best)
+        best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
+        train_input_fn = distribution.training_input_fn(run.experiment.input_fn, run.params, settings.distribution,
+                                                        tf_config)
+        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn)
+
+    def run_task(self, task_type: str) -> int:
+        """This task's part: training in cycles, or its role in a cluster; prints the start and the outcome."""
+        settings, plan = self.run.settings, self.plan
+        step = global_step_of(settings.model_dir)
+        description = self.run.experiment.describe(self.run.params)
+        if description:
+            print(description, flush=True)
+        print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
+              f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
+        if settings.distribution in distribution.CLUSTER_DISTRIBUTIONS:
+            self.in_cluster(task_type)
+        else:
+            with sigterm_as_interrupt():
+                self.in_cycles(step)
+        record = self.best.record
+        if record and task_type in ("chief", "evaluator"):
+            accuracy = record["metrics"].get("accuracy")
+            print(f"done: {plan.total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
+                  + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
+                  + f"; snapshot in {settings.best_model_dir}", flush=True)
+        return 0
+
+    def in_cycles(self, step: int) -> None:
+        """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on."""
+        plan = self.plan
+        at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
+        if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
+            self.evaluate_and_snapshot()
+        while step < plan.total_steps:
+            target = min((step // plan.cycle_steps + 1) * plan.cycle_steps, plan.total_steps)
+            progress = ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
+                                       f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}")
+            try:
+                self.estimator.train(self.train_input_fn, max_steps=target, hooks=[StopOnNonFiniteLossHook(), progress])
+            finally:
+                progress.close()
+            step = target
+            self.evaluate_and_snapshot()
+
+    def in_cluster(self, task_type: str) -> None:
+        """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
+        def on_evaluation(results, epoch, improved):
+            self.report(*evaluation_results(self.estimator, self.run.params, results), epoch, improved)
+
+        hooks = [StopOnNonFiniteLossHook()]
+        if task_type == "chief":
+            hooks.append(ProgressBarHook(0, self.plan.total_steps, self.plan.images_per_step, "training"))
+        distribution.train_and_evaluate(
+            self.estimator, self.train_input_fn, self.run.input_fn(ModeKeys.EVAL),
+            max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
+            hooks=hooks, on_evaluation=on_evaluation,
+        )
+
+    def evaluate_and_snapshot(self) -> dict:
+        """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
+        checkpoint = tf.train.latest_checkpoint(self.run.settings.model_dir)
+        results, report = evaluate_checkpoint(self.run, self.estimator, checkpoint)
+        epoch = results["global_step"] / self.plan.steps_per_epoch
+        improved = self.best.update_if_better(checkpoint, results, epoch)
+        self.report(results, report, epoch, improved)
+        return results
+
+    def report(self, results: dict, report, epoch: float, improved: bool) -> None:
+        """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
+        settings = self.run.settings
+        if report is not None:
+            evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
+        self.log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+        print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved), flush=True)
 
 
 class Terminated(KeyboardInterrupt):
@@ -300,29 +342,11 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
-def train_in_cluster(settings, experiment, params, estimator, plan, best, train_input_fn, task_type) -> None:
-    """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
-    log = EvaluationLog(settings.model_dir)
-
-    def on_evaluation(results, epoch, improved):
-        scalars, report = evaluation_results(estimator, params, results)
-        report_evaluation(log, scalars, report, epoch, settings, best, improved)
-
-    hooks = [StopOnNonFiniteLossHook()]
-    if task_type == "chief":
-        hooks.append(ProgressBarHook(0, plan.total_steps, plan.images_per_step, "training"))
-    distribution.train_and_evaluate(
-        estimator, train_input_fn, lambda: experiment.input_fn(params, ModeKeys.EVAL),
-        max_steps=plan.total_steps, best=best, steps_per_epoch=plan.steps_per_epoch,
-        hooks=hooks, on_evaluation=on_evaluation,
-    )
-
-
-def evaluate(settings, experiment, params) -> int:
+def evaluate(run: Run) -> int:
     """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too)."""
-    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
-    estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    results, report = evaluate_checkpoint(estimator, experiment, params, checkpoint)
+    settings = run.settings
+    checkpoint = run.checkpoint()
+    results, report = evaluate_checkpoint(run, run.estimator(), checkpoint)
     print(f"checkpoint {checkpoint}")
     for key in sorted(results):
         print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
@@ -334,19 +358,19 @@ def evaluate(settings, experiment, params) -> int:
     return 0
 
 
-def predict(settings, experiment, params) -> int:
-    """Print one tab-separated line per image of ``predict_input`` (and write them as CSV on request)."""
+def predict(run: Run) -> int:
+    """Print one tab-separated line per input of ``predict_input`` (and write them as CSV on request)."""
+    settings = run.settings
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
     if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
         raise ConfigError(f"predictions_file: {settings.predictions_file} is a folder; give a file path, e.g. "
                           f"{os.path.join(settings.predictions_file, 'predictions.csv')}")
-    input_fn = experiment.predict_input_fn(params, settings.predict_input)
-    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
-    estimator = make_estimator(settings, experiment, params, settings.model_dir)
+    input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
+    checkpoint = run.checkpoint()
     rows = []
-    for prediction in estimator.predict(input_fn, checkpoint_path=checkpoint):
-        row = experiment.prediction_row(prediction, params)
+    for prediction in run.estimator().predict(input_fn, checkpoint_path=checkpoint):
+        row = run.experiment.prediction_row(prediction, run.params)
         print("\t".join(row.values()), flush=True)
         rows.append(row)
     if settings.predictions_file:
@@ -364,65 +388,69 @@ def csv_text(rows: list) -> str:
     return text.getvalue()
 
 
-def export_saved_model(estimator, experiment, params, export_dir, checkpoint) -> str:
-    """Export a SavedModel (serving signature on encoded image bytes) under ``export_dir/<timestamp>``."""
-    path = estimator.export_saved_model(export_dir, lambda: experiment.serving_input_receiver_fn(params), checkpoint_path=checkpoint)
+def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
+    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``."""
+    path = estimator.export_saved_model(export_dir, lambda: run.experiment.serving_input_receiver_fn(run.params),
+                                        checkpoint_path=checkpoint)
     return path.decode() if isinstance(path, bytes) else path
 
 
-def export(settings, experiment, params) -> int:
+def export(run: Run) -> int:
     """Write a SavedModel of the checkpoint ``model`` names."""
-    if not settings.export_dir:
+    if not run.settings.export_dir:
         raise ConfigError("export mode needs --export_dir DIR")
-    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
-    estimator = make_estimator(settings, experiment, params, settings.model_dir)
-    print(f"SavedModel of {checkpoint} written to {export_saved_model(estimator, experiment, params, settings.export_dir, checkpoint)}")
+    checkpoint = run.checkpoint()
+    print(f"SavedModel of {checkpoint} written to {export_saved_model(run, run.estimator(), run.settings.export_dir, checkpoint)}")
     return 0
 
 
-def export_hub(settings, experiment, params) -> int:
+def export_hub(run: Run) -> int:
     """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
-    if not settings.output:
+    output = run.settings.output
+    if not output:
         raise ConfigError("export_hub mode needs --output DIR")
-    checkpoint = checkpoint_of(settings, experiment.model_identity(params))
+    checkpoint = run.checkpoint()
     try:
-        experiment.export_feature_extractor(params, checkpoint, settings.output)
+        run.experiment.export_feature_extractor(run.params, checkpoint, output)
     except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
         raise ConfigError(f"export_hub: {error}") from None
-    print(f"hub module of {checkpoint} written to {settings.output}")
+    print(f"hub module of {checkpoint} written to {output}")
     return 0
 
 
-def dry_run(settings, experiment, params) -> int:
+def dry_run(run: Run) -> int:
     """Build the graph and input once and run one training and one evaluation step, writing nothing."""
     scratch = tempfile.mkdtemp(prefix="dry_run-")
     try:
-        params = {**params, "steps_per_epoch": 1, "train_steps": 1}
-        estimator = make_estimator(settings, experiment, params, scratch)
-        estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1, hooks=[StopOnNonFiniteLossHook()])
-        results = estimator.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL), steps=1)
+        run = run.with_params(steps_per_epoch=1, train_steps=1)
+        estimator = run.estimator(scratch)
+        estimator.train(run.input_fn(ModeKeys.TRAIN), max_steps=1, hooks=[StopOnNonFiniteLossHook()])
+        results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), steps=1)
         print(f"dry run: one training step and one evaluation batch ran (eval loss {results['loss']:.4f}); nothing written")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return 0
 
 
-MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub}
+def benchmark_input(run: Run) -> int:
+    """Print the training input's speed alone as JSON (images/s over ``benchmark_batches`` batches)."""
+    print(json.dumps(run.experiment.benchmark_input(run.params, run.settings.benchmark_batches)))
+    return 0
 
 
-def main(settings, experiment) -> int:
+MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
+         "dry_run": dry_run, "benchmark_input": benchmark_input}
+
+
+def main(settings, experiment: Experiment) -> int:
     """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2, failures of
     the data or the disk in one line and exit code 1, an interruption with how to resume (130, SIGTERM 143)."""
+    use_graph_mode()
     seed_everything(settings.random_seed)
     params = None
     try:
         params = experiment.make_params(settings.as_dict())
-        if settings.benchmark_input:
-            print(json.dumps(experiment.benchmark_input(params, settings.benchmark_batches)))
-            return 0
-        if settings.dry_run:
-            return dry_run(settings, experiment, params)
-        return MODES[settings.mode](settings, experiment, params)
+        return MODES[settings.mode](Run(settings, experiment, params))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

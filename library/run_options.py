@@ -2,11 +2,12 @@
 
 from library.config import AT_LEAST_1, NON_NEGATIVE, Option, Range
 
-MODES = ("train", "evaluate", "predict", "export", "export_hub")
+MODES = ("train", "evaluate", "predict", "export", "export_hub", "dry_run", "benchmark_input")
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "parameter_server")
 
 RUN_LOOP_OPTIONS = (
-    Option("mode", str, "train", "what to do", choices=MODES),
+    Option("mode", str, "train", "what to do; dry_run builds the graph and input, runs one step and writes nothing; "
+           "benchmark_input times the training input alone", choices=MODES),
     Option("hyperparameter_file", str, "hyperparameters.yaml", "file of hyperparameter sets, relative to the project file"),
     Option("hyperparameter_set", str, "default", "set of the hyperparameter file to use"),
     Option("model", str, "latest", "checkpoint for evaluate/predict/export: latest, best, or a checkpoint path"),
@@ -26,5 +27,7 @@ RUN_LOOP_OPTIONS = (
     Option("report_file", str, None, "evaluate mode: also write the evaluation report (confusion matrix, per-class figures) as JSON here"),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),
     Option("output", str, None, "export_hub mode: directory for the hub module"),
-    Option("dry_run", bool, False, "build the graph and input, run one step, write nothing"),
+    Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated input files"),
+    Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
+    Option("benchmark_batches", int, 200, "benchmark_input mode: batches timed, after a warm-up", valid=AT_LEAST_1),
 )

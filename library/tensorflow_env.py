@@ -25,7 +25,7 @@ _IMPORT_NOISE = re.compile(
 
 
 @contextlib.contextmanager
-def _filtered_stderr(noise: re.Pattern):
+def filtered_stderr(noise: re.Pattern):
     """Capture file descriptor 2 (C++ logging) and re-emit every line that is not ``noise``."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -53,7 +53,11 @@ class _DeprecationFilter(logging.Filter):
 
 
 def import_tensorflow():
-    """Return the ``tensorflow`` module in TF1 graph mode, with quiet, still-honest logging."""
+    """Return the ``tensorflow`` module, imported with quiet, still-honest logging.
+
+    Importing changes no mode: the entry points switch the process to TF1 graph mode with
+    :func:`use_graph_mode`, so importing a module of this scaffold never does.
+    """
     if "tensorflow" in sys.modules:
         tf = sys.modules["tensorflow"]
     else:
@@ -61,9 +65,8 @@ def import_tensorflow():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         # The default CPU allocator page-faults on every fresh image buffer; BFC reuses them.
         os.environ.setdefault("TF_CPU_ALLOCATOR_USE_BFC", "true")
-        with _filtered_stderr(_IMPORT_NOISE):
+        with filtered_stderr(_IMPORT_NOISE):
             import tensorflow as tf
-    tf.compat.v1.disable_eager_execution()
     # Estimator's INFO chatter is replaced by the run loop's own progress; warnings stay,
     # except the deprecation notices for the tf.compat.v1 APIs this scaffold uses on purpose.
     logger = tf.get_logger()
@@ -73,3 +76,8 @@ def import_tensorflow():
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", category=UserWarning, module="tensorflow_hub")
     return tf
+
+
+def use_graph_mode():
+    """Switch this process to TF1 graph mode, as the scaffold's entry points (run.py, the hub command line) run."""
+    import_tensorflow().compat.v1.disable_eager_execution()

@@ -274,7 +274,8 @@ def readable_images(paths, labels, class_names, order=None):
             tf.get_logger().warning("skipped unreadable image %s: %s", path, error)
             continue
         class_name = class_names[label] if label != UNKNOWN_LABEL else ""
-        yield record_schema.make_example(encoded, height, width, label, class_name, path)
+        yield record_schema.make_example(record_schema.SourceImage(
+            jpeg=encoded, height=height, width=width, label=label, class_name=class_name, filename=path))
 
 
 def decodable_image(path):

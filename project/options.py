@@ -19,12 +19,8 @@ PROJECT_OPTIONS = (
     Option("cycle_length", int, 8, "TFRecord files read at once by the interleave", valid=AT_LEAST_1),
     Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = tf.data.AUTOTUNE",
            valid=NON_NEGATIVE),
-    Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated image files"),
-    Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
-    Option("benchmark_input", bool, False, "run the training input pipeline alone and print images/s as JSON"),
-    Option("benchmark_batches", int, 200, "batches timed by --benchmark_input, after a warm-up", valid=AT_LEAST_1),
 )
 
 # TF Hub's TF1 MobileNetV2 (ImageNet) feature-vector module; versions 4 and later are TF2 SavedModels.

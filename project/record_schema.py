@@ -1,6 +1,8 @@
 """The TFRecord schema shared by convert_dataset.py (writer) and the input pipeline (reader).
 
-One ``tf.train.Example`` per image:
+One ``tf.train.Example`` per image, each field made from the :class:`SourceImage` the
+converter (or the raw-image input) has in hand; :data:`FIELDS` is the one list of them, so
+adding a field is one entry there plus the code that reads it (``input_fn``). The layout:
 
 ==========================  =======  =================================================
 key                         type     meaning
@@ -16,6 +18,8 @@ key                         type     meaning
 ==========================  =======  =================================================
 """
 
+import dataclasses
+
 ENCODED = "image/encoded"
 FORMAT = "image/format"
 HEIGHT = "image/height"
@@ -28,38 +32,54 @@ FILENAME = "image/filename"
 LABELS_FILENAME = "labels.txt"
 
 
-def make_example(jpeg: bytes, height: int, width: int, label: int, class_name: str, filename: str):
-    """A serialized ``tf.train.Example`` for one image."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SourceImage:
+    """What is known of one image when its record is written."""
+
+    jpeg: bytes  # baseline RGB JPEG
+    height: int
+    width: int
+    label: int  # -1: unknown (prediction input)
+    class_name: str
+    filename: str  # relative to the dataset folder (a path for raw input)
+
+
+# key -> (dtype, the value of a SourceImage): every field of a record, in the table's order.
+FIELDS = {
+    ENCODED: (bytes, lambda image: image.jpeg),
+    FORMAT: (bytes, lambda image: b"jpeg"),
+    HEIGHT: (int, lambda image: image.height),
+    WIDTH: (int, lambda image: image.width),
+    CHANNELS: (int, lambda image: 3),
+    LABEL: (int, lambda image: image.label),
+    CLASS_TEXT: (bytes, lambda image: image.class_name.encode("utf-8")),
+    FILENAME: (bytes, lambda image: image.filename.encode("utf-8")),
+}
+# The fields the input pipeline parses, with the default of a record that lacks one.
+READ = {ENCODED: None, LABEL: None, FILENAME: b""}
+
+
+def make_example(image: SourceImage) -> bytes:
+    """A serialized ``tf.train.Example`` of ``image``, one feature per entry of :data:`FIELDS`."""
     import tensorflow as tf
 
-    def int64(value):
-        return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
-
-    def text(value):
+    def feature(dtype, value):
+        if dtype is int:
+            return tf.train.Feature(int64_list=tf.train.Int64List(value=[value]))
+        if dtype is float:
+            return tf.train.Feature(float_list=tf.train.FloatList(value=[value]))
         return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 
-    features = {
-        ENCODED: text(jpeg),
-        FORMAT: text(b"jpeg"),
-        HEIGHT: int64(height),
-        WIDTH: int64(width),
-        CHANNELS: int64(3),
-        LABEL: int64(label),
-        CLASS_TEXT: text(class_name.encode("utf-8")),
-        FILENAME: text(filename.encode("utf-8")),
-    }
+    features = {key: feature(dtype, value_of(image)) for key, (dtype, value_of) in FIELDS.items()}
     return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
 
 
-def feature_spec():
-    """``tf.io.parse_single_example`` spec of the keys the input pipeline reads."""
+def feature_spec() -> dict:
+    """``tf.io.parse_example`` spec of the fields the input pipeline reads (:data:`READ`)."""
     import tensorflow as tf
 
-    return {
-        ENCODED: tf.io.FixedLenFeature([], tf.string),
-        LABEL: tf.io.FixedLenFeature([], tf.int64),
-        FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
-    }
+    dtypes = {bytes: tf.string, int: tf.int64, float: tf.float32}
+    return {key: tf.io.FixedLenFeature([], dtypes[FIELDS[key][0]], default_value=READ[key]) for key in READ}
 
 
 def read_labels(path: str) -> list:

@@ -8,9 +8,10 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from library.tensorflow_env import import_tensorflow  # noqa: E402
+from library.tensorflow_env import import_tensorflow, use_graph_mode  # noqa: E402
 
 tf = import_tensorflow()
+use_graph_mode()  # as the product's entry points run
 
 
 @pytest.fixture(autouse=True)

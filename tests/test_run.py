@@ -315,7 +315,7 @@ def test_export_hub_writes_a_module(project, tmp_path, capsys):
 
 
 def test_dry_run_writes_nothing(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--dry_run") == 0
+    assert run_main(project, tmp_path, "--mode", "dry_run") == 0
     assert "dry run: one training step and one evaluation batch ran" in capsys.readouterr().out
     assert os.listdir(tmp_path) == []
 
@@ -385,7 +385,7 @@ def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(p
     assert run_main(project, tmp_path / "collective", "--distribution", "multi_worker") == 2
     err = capsys.readouterr().err
     assert err == ("error: distribution multi_worker: this model's variables cannot be mirrored by tf.distribute "
-                   "(see SUPPORTS_DISTRIBUTION_STRATEGIES in the experiment); use distribution parameter_server for "
+                   "(see supports_distribution_strategies in the experiment); use distribution parameter_server for "
                    "several machines or GPUs, or none\n")
 
 

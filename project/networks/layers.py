@@ -55,7 +55,7 @@ def batch_norm(inputs, is_training, name, momentum=0.99, epsilon=1e-3):
         return outputs
 
 
-def conv_batch_norm(inputs, filters, kernel_size, stride, is_training, name, momentum=0.99):
+def conv_batch_norm(inputs, filters, kernel_size, stride, *, is_training, name, momentum=0.99):
     """Convolution then batch norm, the unit both networks stack; activation left to the caller."""
     with v1.variable_scope(name):
         return batch_norm(conv2d(inputs, filters, kernel_size, stride, "conv"), is_training, "batch_norm", momentum)

@@ -35,35 +35,35 @@ def mobilenet_v2(images, is_training, params):
     """Features [batch, 1280 * max(1, width)] of float32 images [batch, S, S, 3] in [0, 1], and each stage's output."""
     width = params["width_multiplier"]
     activations = tf.nn.relu6(
-        layers.conv_batch_norm(images, scaled_channels(STEM_CHANNELS, width), 3, 2, is_training, "stem")
+        layers.conv_batch_norm(images, scaled_channels(STEM_CHANNELS, width), 3, 2, is_training=is_training, name="stem")
     )
     outputs = {}
     for stage, (expansion, channels, repeats, first_stride) in enumerate(STAGES):
         for repeat in range(repeats):
             activations = inverted_residual(
                 activations, expansion, scaled_channels(channels, width),
-                first_stride if repeat == 0 else 1, is_training, f"stage{stage}/block{repeat}",
+                first_stride if repeat == 0 else 1, is_training=is_training, name=f"stage{stage}/block{repeat}",
             )
         outputs[f"mobilenet_v2/stage{stage}"] = activations
     # As in the paper, narrow networks keep all 1280 feature channels.
     feature_channels = scaled_channels(FEATURE_CHANNELS, max(width, 1.0))
-    activations = tf.nn.relu6(layers.conv_batch_norm(activations, feature_channels, 1, 1, is_training, "features"))
+    activations = tf.nn.relu6(layers.conv_batch_norm(activations, feature_channels, 1, 1, is_training=is_training, name="features"))
     return {"default": layers.global_average_pool(activations), "mobilenet_v2/features": activations, **outputs}
 
 
-def inverted_residual(inputs, expansion, channels, stride, is_training, name):
+def inverted_residual(inputs, expansion, channels, stride, *, is_training, name):
     """Expand, filter each channel, project back to ``channels``; add the input where shapes allow."""
     input_channels = inputs.shape[-1]
     with v1.variable_scope(name):
         activations = inputs
         if expansion > 1:
             activations = tf.nn.relu6(
-                layers.conv_batch_norm(activations, input_channels * expansion, 1, 1, is_training, "expand")
+                layers.conv_batch_norm(activations, input_channels * expansion, 1, 1, is_training=is_training, name="expand")
             )
         with v1.variable_scope("depthwise"):
             activations = layers.depthwise_conv2d(activations, 3, stride, "conv")
             activations = tf.nn.relu6(layers.batch_norm(activations, is_training, "batch_norm"))
-        activations = layers.conv_batch_norm(activations, channels, 1, 1, is_training, "project")
+        activations = layers.conv_batch_norm(activations, channels, 1, 1, is_training=is_training, name="project")
     if stride == 1 and input_channels == channels:
         return inputs + activations
     return activations

@@ -23,6 +23,6 @@ def small_cnn(images, is_training, params):
     activations, outputs = images, {}
     for index, (filters, stride) in enumerate(CONVOLUTIONS):
         activations = tf.nn.relu(layers.conv_batch_norm(
-            activations, filters, 3, stride, is_training, f"conv{index}", BATCH_NORM_MOMENTUM))
+            activations, filters, 3, stride, is_training=is_training, name=f"conv{index}", momentum=BATCH_NORM_MOMENTUM))
         outputs[f"small_cnn/conv{index}"] = activations
     return {"default": layers.global_average_pool(activations), **outputs}

@@ -48,9 +48,10 @@ TRAINER = textwrap.dedent(f"""\
     sys.path.insert(0, {ROOT!r})
     from library import distribution
     from library.best_checkpoint import BestCheckpoint
-    from library.tensorflow_env import import_tensorflow
+    from library.tensorflow_env import import_tensorflow, use_graph_mode
 
     tf = import_tensorflow()
+    use_graph_mode()
     ModeKeys = tf.estimator.ModeKeys
     DISTRIBUTION, DATA_DIR, MODEL_DIR, BEST_DIR = sys.argv[1:]
     GLOBAL_BATCH, EXAMPLES, EPOCHS = {GLOBAL_BATCH}, {EXAMPLES}, {EPOCHS}

@@ -54,7 +54,9 @@ def write_records(folder, shards, per_shard):
             for record_id in range(shard * per_shard, (shard + 1) * per_shard):
                 pixels, label = image_pixels(record_id), record_id % CLASSES
                 height, width = pixels.shape[:2]
-                example = record_schema.make_example(encode(pixels), height, width, label, f"class{label}", f"{record_id}.jpg")
+                example = record_schema.make_example(record_schema.SourceImage(
+                    jpeg=encode(pixels), height=height, width=width, label=label, class_name=f"class{label}",
+                    filename=f"{record_id}.jpg"))
                 writer.write(example)
     return str(folder / "data-*.tfrecord")
 
@@ -218,7 +220,8 @@ def test_raw_images_tensorflow_cannot_read_as_is_match_the_converters_records(ra
     with tf.io.TFRecordWriter(str(tmp_path / "converted.tfrecord")) as writer:
         for path in paths:
             jpeg, height, width = image_files.read_as_baseline_jpeg(path, max_edge=384)
-            writer.write(record_schema.make_example(jpeg, height, width, 2, "class2", path))
+            writer.write(record_schema.make_example(record_schema.SourceImage(
+                jpeg=jpeg, height=height, width=width, label=2, class_name="class2", filename=path)))
     params = make_params(str(tmp_path / "converted.tfrecord"))
     [(converted, _)] = read_batches(input_fn.input_fn(params, ModeKeys.EVAL))
     [raw] = read_batches(input_fn.raw_input_fn(params, ModeKeys.PREDICT, paths))
