@@ -79,6 +79,22 @@ def project(tmp_path_factory):
     return root / "project.yaml"
 
 
+@pytest.fixture(scope="module")
+def trained_once(project, tmp_path_factory):
+    """model_dir and best_model_dir of one 4-epoch run, trained once for the tests that only need a trained model."""
+    out = tmp_path_factory.mktemp("trained")
+    assert run_main(project, out, "--train_epochs", "4") == 0
+    return out
+
+
+@pytest.fixture
+def trained(trained_once, tmp_path):
+    """A copy of the shared trained run in this test's tmp_path, which the test may change at will."""
+    for name in ("model", "best"):
+        shutil.copytree(trained_once / name, tmp_path / name)
+    return tmp_path
+
+
 def run_main(project_file, out, *argv):
     """run.main in this process with the tiny set, its directories under ``out``."""
     return run.main(["--project_file", str(project_file), "--config_set", "tiny",
@@ -218,8 +234,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(project, tmp_
     assert np.isfinite(tf.train.load_variable(str(tmp_path / "model"), "feature_extractor/conv0/conv/kernel")).all()
 
 
-def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+def test_predict_prints_one_line_per_image_and_writes_csv(project, trained, tmp_path, capsys):
     folder = project.parent / "images" / "test" / "red"
     capsys.readouterr()
     predictions = tmp_path / "predictions.csv"
@@ -236,8 +251,7 @@ def test_predict_prints_one_line_per_image_and_writes_csv(project, tmp_path, cap
         assert list(csv.reader(handle)) == [["file", "class", "probability"]] + [line.split("\t") for line in lines]
 
 
-def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, trained, tmp_path, capsys):
     names = ["a,b.jpg", 'say "cheese".jpg', "plain.jpg"]
     for name in names:
         shutil.copy(project.parent / "images" / "test" / "red" / "0.jpg", tmp_path / name)
@@ -256,8 +270,7 @@ def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, tmp_path
     assert "\n".join("\t".join(row) for row in rows) == capsys.readouterr().out.strip()
 
 
-def test_export_then_serve_jpeg_bytes(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--train_epochs", "4") == 0
+def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys):
     capsys.readouterr()
     assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export"), "--model", "best") == 0
     assert "SavedModel of" in capsys.readouterr().out
@@ -304,8 +317,7 @@ def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(pro
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
 
 
-def test_export_hub_writes_a_module(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+def test_export_hub_writes_a_module(project, trained, tmp_path, capsys):
     assert run_main(project, tmp_path, "--mode", "export_hub", "--output", str(tmp_path / "hub")) == 0
     assert (tmp_path / "hub" / "tfhub_module.pb").exists()
     capsys.readouterr()
@@ -359,7 +371,7 @@ def test_modules_that_cannot_be_loaded_are_one_line_errors_before_anything_is_wr
         assert err.startswith(message) and err.count("\n") == 1, err
         assert not (tmp_path / "model").exists()
 
-
+@pytest.mark.slow
 def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_path):
     command = [sys.executable, "-m", "library.local_cluster", "--workers", "1", "--ps", "1", "--evaluator", "--",
                "run.py", "--project_file", str(project), "--config_set", "tiny", "--distribution", "parameter_server",
@@ -404,8 +416,7 @@ def assert_one_line_error(capsys, message):
     assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
 
 
-def test_a_model_dir_serves_only_the_model_it_was_trained_for(project, tmp_path, capsys):
-    assert run_main(project, tmp_path, "--train_epochs", "2") == 0
+def test_a_model_dir_serves_only_the_model_it_was_trained_for(project, trained, tmp_path, capsys):
     record = json.loads((tmp_path / "model" / "trained_for.json").read_text())
     assert record == {"class_names": sorted(COLORS), "hub_module": "small_cnn", "image_size": 16}
     two_classes = tmp_path / "two-classes.txt"

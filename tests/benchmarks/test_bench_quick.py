@@ -8,8 +8,12 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from benchmarks import measure
 from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow  # the whole quick benchmark suite; make test still runs it
 
 ROW_IDS = ["conversion", "input_pipeline", "training", "framework_overhead", "evaluation"]
 COMMITTED = [os.path.join(ROOT, "benchmarks", name) for name in ("results.json", "RESULTS.md")]

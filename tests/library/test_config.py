@@ -1,24 +1,17 @@
-"""Layered YAML + command-line configuration: the seed files, inheritance, precedence, errors."""
+"""library.config: layered YAML + command-line configuration on files of each test's own: inheritance, precedence, errors."""
 
-import os
-import subprocess
-import sys
 import textwrap
 import time
 
 import pytest
-import yaml
 
 from library import config
 from library.config import ConfigError, Option
 from project.options import OPTIONS
-from tests.conftest import ROOT
-
-SEED_PROJECT = os.path.join(ROOT, "project.yaml")
 
 
-def resolve(*argv, project_file=SEED_PROJECT):
-    """Resolved configuration of the real options for ``argv``."""
+def resolve(*argv, project_file):
+    """Resolved configuration of the project's options in ``project_file`` for ``argv``."""
     settings, _ = config.parse(OPTIONS, ["--project_file", project_file, *argv])
     return settings
 
@@ -53,55 +46,6 @@ def toy(tmp_path, project, *argv, hyperparameters=TOY_HYPERPARAMETERS):
     path = write_files(tmp_path, project, hyperparameters)
     settings, _ = config.parse(TOY_OPTIONS, ["--project_file", path, *argv])
     return settings
-
-
-def test_seed_default_set():
-    settings = resolve()
-    assert settings.train_batch_size == 32
-    assert settings.train_epochs == 1000
-    assert settings.epochs_between_evals == 100
-    assert settings.model == "latest"
-    assert settings.model_dir == "out/current/checkpoints"
-    assert settings.learning_rate == pytest.approx(1e-3)
-    assert settings.hub_module == "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
-    assert settings.fine_tuning is False
-    assert settings.sources["train_batch_size"] == "project.yaml: default"
-
-
-def test_issue_example_thinkpad_with_command_line_learning_rate():
-    settings = resolve("--config_set", "thinkpadx201t", "--learning_rate", "3e-4")
-    assert settings.train_batch_size == 10
-    assert settings.train_epochs == 10
-    assert settings.epochs_between_evals == 1
-    assert settings.random_seed == 0
-    assert settings.learning_rate == pytest.approx(3e-4)
-    assert isinstance(settings.adam_epsilon, float) and settings.adam_epsilon == pytest.approx(1e-8)
-    assert settings.sources["train_batch_size"] == "project.yaml: thinkpadx201t"
-    assert settings.sources["learning_rate"] == "command line"
-    assert settings.sources["adam_epsilon"] == "hyperparameters.yaml: default"
-    assert settings.sources["model_dir"] == "project.yaml: default (inherited by thinkpadx201t)"
-
-
-def test_gtx1080ti_overrides_only_the_batch_size():
-    settings = resolve("--config_set", "gtx1080ti")
-    assert settings.train_batch_size == 512
-    assert settings.train_epochs == 1000
-
-
-def test_mobilenet_hyperparameters_inherit_default():
-    settings = resolve("--hyperparameter_set", "mobilenet")
-    assert settings.learning_rate == pytest.approx(1e-5)
-    assert settings.fine_tuning is True
-    assert settings.dropout_rate == 0.2
-    assert settings.sources["dropout_rate"] == "hyperparameters.yaml: default (inherited by mobilenet)"
-    assert settings.sources["learning_rate"] == "hyperparameters.yaml: mobilenet"
-
-
-def test_scientific_notation_without_dot_is_a_float():
-    settings = resolve()
-    for name in ("learning_rate", "l2_regularization", "adam_epsilon"):
-        assert type(settings[name]) is float, name
-    assert settings.l2_regularization == pytest.approx(1e-8)
 
 
 def test_three_level_inheritance_chain_and_precedence(tmp_path):
@@ -180,13 +124,6 @@ def test_wrong_type_names_file_set_key_value_and_type(tmp_path):
         toy(tmp_path, "default:\n  xla: 1\n")
 
 
-def test_unknown_set_lists_the_sets():
-    with pytest.raises(ConfigError) as error:
-        resolve("--config_set", "gtx1080")
-    assert "no set named 'gtx1080'" in str(error.value)
-    assert "default, gtx1080ti, thinkpadx201t" in str(error.value)
-
-
 def test_unknown_key_suggests_the_closest(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown option 'bacth'; did you mean 'batch'\?"):
         toy(tmp_path, "default:\n  bacth: 3\n")
@@ -214,70 +151,6 @@ def test_missing_and_malformed_files(tmp_path):
         toy(tmp_path, "default: [\n")
 
 
-def run_cli(*argv):
-    """Run run.py in a subprocess; returns (exit code, stdout, stderr)."""
-    result = subprocess.run(
-        [sys.executable, os.path.join(ROOT, "run.py"), *argv],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    return result.returncode, result.stdout, result.stderr
-
-
-def test_print_config_shows_values_and_sources_then_exits_0():
-    code, out, err = run_cli("--config_set", "thinkpadx201t", "--learning_rate", "3e-4", "--print_config")
-    assert code == 0, err
-    lines = {line.split()[0]: line for line in out.splitlines()}
-    assert lines["train_batch_size"].split("#")[0].split("=")[1].strip() == "10"
-    assert lines["train_batch_size"].endswith("# project.yaml: thinkpadx201t")
-    assert "= 0.0003 " in lines["learning_rate"] and lines["learning_rate"].endswith("# command line")
-    assert "= 1e-08 " in lines["adam_epsilon"]
-    assert lines["adam_epsilon"].endswith("# hyperparameters.yaml: default")
-    assert set(lines) >= {option.name for option in OPTIONS}
-    assert err == ""
-
-
-def test_unknown_flag_is_a_one_line_error_with_suggestion():
-    code, out, err = run_cli("--lerning_rate", "3")
-    assert code == 2
-    assert err == "error: command line: unknown flag '--lerning_rate'; did you mean '--learning_rate'?\n"
-
-
-def test_bad_set_is_a_one_line_error():
-    code, _, err = run_cli("--config_set", "nope", "--print_config")
-    assert code == 2
-    assert err.count("\n") == 1 and err.startswith("error: ") and "sets in this file" in err
-
-
-def test_help_lists_every_option_with_type_default_and_description():
-    code, out, _ = run_cli("--help")
-    assert code == 0
-    flat = " ".join(out.split())
-    for option in OPTIONS:
-        assert f"--{option.name}" in flat
-        assert " ".join(option.help.split()) in flat, option.name
-        assert f"({option.describe_valid()}, default: {option.default})" in flat, option.name
-    assert "(int >= 1, default: 32)" in flat and "(float [0, 1), default: 0.5)" in flat  # train_batch_size, dropout_rate
-
-
-def test_write_config_records_values_and_sources(tmp_path):
-    settings = resolve("--config_set", "thinkpadx201t", "--learning_rate", "3e-4")
-    path = config.write_config(settings, str(tmp_path / "model"))
-    written = yaml.safe_load(open(path))
-    assert written["train_batch_size"] == 10
-    assert written["learning_rate"] == pytest.approx(3e-4)
-    assert written["config_set"] == "thinkpadx201t"
-    assert "learning_rate: 0.0003  # command line" in open(path).read()
-    assert os.listdir(tmp_path / "model") == ["config.yaml"]
-
-
-def test_null_from_the_command_line_unsets_an_optional_option():
-    settings = resolve("--config_set", "thinkpadx201t", "--random_seed", "null")
-    assert settings.random_seed is None
-    with pytest.raises(ConfigError, match=r"command line: train_batch_size: null is not allowed, it needs a value "
-                                          r"\(int >= 1, default: 32\)"):
-        resolve("--train_batch_size", "null")
-
-
 @pytest.mark.parametrize("project, message", [
     ("default:\n  train_batch_size: ~\n",
      "set 'default': train_batch_size: null is not allowed, it needs a value (int >= 1, default: 32)"),
@@ -293,39 +166,6 @@ def test_every_declared_default_is_in_its_valid_range():
     for option in OPTIONS:
         if option.type in (int, float) and option.default is not None:
             assert option.valid is not None and option.default in option.valid, option.name
-
-
-@pytest.mark.parametrize("argv, message", [
-    (["--train_batch_size", "-5"], "command line: train_batch_size: -5 is not a valid int >= 1"),
-    (["--train_epochs", "0"], "train_epochs: 0 is not a valid int >= 1"),
-    (["--eval_batch_size", "0"], "eval_batch_size: 0 is not a valid int >= 1"),
-    (["--dropout_rate", "1"], "dropout_rate: 1.0 is not a valid float [0, 1)"),
-    (["--learning_rate", "0"], "learning_rate: 0.0 is not a valid float > 0"),
-    (["--learning_rate", "nan"], "learning_rate: nan is not a valid float > 0"),
-    (["--learning_rate", "inf"], "learning_rate: inf is not a valid float > 0"),
-    (["--min_crop_area", "0"], "min_crop_area: 0.0 is not a valid float (0, 1]"),
-    (["--eval_crop_fraction", "1.5"], "eval_crop_fraction: 1.5 is not a valid float (0, 1]"),
-    (["--xentropy_label_smoothing", "1"], "xentropy_label_smoothing: 1.0 is not a valid float [0, 1)"),
-    (["--random_seed", "-1"], "random_seed: -1 is not a valid int [0, 4294967295]"),
-])
-def test_numbers_outside_their_declared_range_are_config_errors(argv, message):
-    with pytest.raises(ConfigError) as error:
-        resolve(*argv)
-    assert str(error.value) == message or str(error.value).endswith(message)
-
-
-def test_range_is_checked_in_yaml_too(tmp_path):
-    with pytest.raises(ConfigError, match=r"hyperparameters.yaml, set 'default': dropout_rate: -0.5 is not a valid "
-                                          r"float \[0, 1\)"):
-        resolve(project_file=write_files(tmp_path, "default: {}\n", "default:\n  dropout_rate: -0.5\n"))
-    assert resolve("--dropout_rate", "0", "--keep_checkpoint_max", "0").dropout_rate == 0.0  # closed ends are valid
-
-
-def test_an_out_of_range_option_stops_run_py_before_anything_is_written(tmp_path):
-    code, out, err = run_cli("--train_batch_size", "-5", "--model_dir", str(tmp_path / "model"))
-    assert code == 2
-    assert err == "error: command line: train_batch_size: -5 is not a valid int >= 1\n"
-    assert os.listdir(tmp_path) == []
 
 
 LAUGHS = "default:\n  a: &a [lol,lol,lol,lol,lol,lol,lol,lol,lol]\n" + "".join(

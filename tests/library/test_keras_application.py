@@ -65,6 +65,7 @@ def test_mobilenet_v2_module_gives_the_keras_models_features(mobilenet):
     assert not hub_module.has_random_weights(module_dir)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, feature_size", [("ResNet50", 2048), ("EfficientNetB0", 1280)])
 def test_other_applications_give_the_keras_models_features(tmp_path, name, feature_size):
     weights = str(tmp_path / "weights.h5")

@@ -228,7 +228,7 @@ def test_after_the_chief_the_evaluator_is_awaited_and_the_rest_stopped(tmp_path)
     assert "[ps 0] ps 0 done" not in stdout  # ps tasks never finish on their own: stopped
     assert "[local_cluster] chief finished; stopping the other training tasks\n" in stderr
 
-
+@pytest.mark.slow
 def test_a_failed_task_stops_the_cluster_with_its_exit_status(tmp_path):
     status, stdout, stderr = run_fake_cluster(tmp_path, {"worker": [0.5, 3]}, "--workers", "1", "--ps", "1", "--evaluator")
 
@@ -280,6 +280,7 @@ PS_STEPS_PER_EPOCH = EXAMPLES // (GLOBAL_BATCH // 2)  # asynchronous: a step is 
 COLLECTIVE_STEPS_PER_EPOCH = EXAMPLES // GLOBAL_BATCH  # synchronous: a step is the global batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("distribution_name, steps_per_epoch, starter", [
     ("parameter_server", PS_STEPS_PER_EPOCH, (*LAUNCHER, "--workers", "1", "--ps", "1", "--evaluator", "--")),
     ("multi_worker", COLLECTIVE_STEPS_PER_EPOCH, (*LAUNCHER, "--workers", "1", "--evaluator", "--")),
