@@ -150,16 +150,16 @@ def image_seeds(seed, indices):
 
 
 def to_features_and_labels(indices, records, params, mode, seed):
-    """Estimator inputs of a batch of records: (features, labels), with the file names except in TRAIN.
+    """Estimator inputs of a batch of records: (features, labels) with the record's other fields as features.
 
     Evaluation passes the file names on so that its report can name the misclassified images.
     """
     examples = tf.io.parse_example(records, record_schema.feature_spec())
     encoded = examples[record_schema.ENCODED]
     labels = tf.cast(examples[record_schema.LABEL], tf.int32)
-    if mode == ModeKeys.TRAIN:
-        return {"image": train_images(encoded, image_seeds(seed, indices), params)}, labels
-    features = {"image": eval_images(encoded, params), "filename": examples[record_schema.FILENAME]}
+    training = mode == ModeKeys.TRAIN
+    image = train_images(encoded, image_seeds(seed, indices), params) if training else eval_images(encoded, params)
+    features = {"image": image, **record_schema.other_features(examples, training)}
     return features if mode == ModeKeys.PREDICT else (features, labels)
 
 

@@ -55,8 +55,13 @@ FIELDS = {
     CLASS_TEXT: (bytes, lambda image: image.class_name.encode("utf-8")),
     FILENAME: (bytes, lambda image: image.filename.encode("utf-8")),
 }
-# The fields the input pipeline parses, with the default of a record that lacks one.
-READ = {ENCODED: None, LABEL: None, FILENAME: b""}
+# The fields the input pipeline parses: key -> (feature name, default where a record lacks it). The
+# image becomes features["image"] and the label the labels; model_fn gets every other one as a feature.
+READ = {
+    ENCODED: ("image", None),
+    LABEL: ("label", None),
+    FILENAME: ("filename", b""),
+}
 
 
 def make_example(image: SourceImage) -> bytes:
@@ -79,7 +84,15 @@ def feature_spec() -> dict:
     import tensorflow as tf
 
     dtypes = {bytes: tf.string, int: tf.int64, float: tf.float32}
-    return {key: tf.io.FixedLenFeature([], dtypes[FIELDS[key][0]], default_value=READ[key]) for key in READ}
+    return {key: tf.io.FixedLenFeature([], dtypes[FIELDS[key][0]], default_value=default)
+            for key, (_, default) in READ.items()}
+
+
+def other_features(examples: dict, training: bool) -> dict:
+    """The parsed fields beside image and label, by feature name; in training only the numeric ones (no strings to
+    stage on a GPU, where nothing in training reads the file name)."""
+    return {name: examples[key] for key, (name, _) in READ.items()
+            if key not in (ENCODED, LABEL) and not (training and FIELDS[key][0] is bytes)}
 
 
 def read_labels(path: str) -> list:
