@@ -170,13 +170,10 @@ def _label_names(classes: list, labels_file, dataset_dir: str) -> list:
     """Class names in label-id order: the sorted class folders, or those of ``labels_file``."""
     if labels_file is None:
         return classes
-    tf = import_tensorflow()
     try:
         labels = record_schema.read_labels(labels_file)
-    except tf.errors.OpError as error:
-        raise ConversionError(f"cannot read --labels_file {labels_file}: {error}") from None
     except ValueError as error:
-        raise ConversionError(f"--labels_file {error}; fix that line (the line number is the label id)") from None
+        raise ConversionError(f"--labels_file {error}; fix it (the line number is the label id)") from None
     unknown = [name for name in classes if name not in labels]
     if unknown:
         raise ConversionError(

@@ -56,10 +56,8 @@ class ImageClassifier(Experiment):
             raise ConfigError(f"labels_file: {labels_file} not found; convert the data set first (convert_dataset.py writes it)")
         try:
             class_names = record_schema.read_labels(labels_file)
-        except tf.errors.OpError as error:
-            raise ConfigError(f"labels_file: cannot read {labels_file}: {error.message}") from None
         except ValueError as error:
-            raise ConfigError(f"labels_file: {error}; fix that line or convert the data set again") from None
+            raise ConfigError(f"labels_file: {error}; fix it or convert the data set again") from None
         if not class_names:
             raise ConfigError(f"labels_file: {labels_file} lists no class; convert the data set again")
         top_k = values["top_k"]

@@ -98,7 +98,7 @@ def other_features(examples: dict, training: bool) -> dict:
 def read_labels(path: str) -> list:
     """Class names from a labels.txt (label id = line number from 0).
 
-    Raises ValueError naming the line of a name that cannot be a class (see
+    Raises ValueError for a file that cannot be read, and naming the line of a name that cannot be a class (see
     ``image_files.check_class_names``) and of a blank line, which would shift the ids of every
     line after it; blank lines at the end are ignored. Only a newline ends a line (CRLF files
     are read too), so any other control character stays in its line and is refused.
@@ -107,8 +107,11 @@ def read_labels(path: str) -> list:
 
     from library.image_files import check_class_names
 
-    with tf.io.gfile.GFile(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with tf.io.gfile.GFile(path, "rb") as handle:
+            data = handle.read()
+    except tf.errors.OpError as error:
+        raise ValueError(f"cannot read {path}: {error.message}") from None
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:

@@ -328,7 +328,7 @@ def labels_file_with(text):
         (no_files, (), r"the class folders in --dataset_dir \S+ hold no files"),
         (class_not_in_labels, ("--labels_file", "{root}/labels.txt"),
          r"class folder\(s\) horse of --dataset_dir \S+ are not in --labels_file \S+labels.txt; add them"),
-        (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"cannot read --labels_file \S+missing.txt"),
+        (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"--labels_file cannot read \S+missing.txt"),
         (nothing_usable, (), r"none of the files below --dataset_dir \S+ is a usable image; reasons in \S+\.json"),
         (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see convert_dataset.py --help\)"),
         (class_folder_named("new\nline"), (), r"class folder 'new\\nline' contains a control character \(U\+000A\); "
@@ -336,11 +336,11 @@ def labels_file_with(text):
         (class_folder_named(" "), (), r"class folder ' ' is blank; rename it in --dataset_dir"),
         (labels_file_with("caf\u00e9\ncafe\u0301\n"), ("--labels_file", "{root}/labels.txt"),
          r"--labels_file \S+labels.txt, line 2 'cafe\u0301' is the same name as line 1 'caf\u00e9' after Unicode "
-         r"normalization; fix that line \(the line number is the label id\)"),
+         r"normalization; fix it \(the line number is the label id\)"),
         (labels_file_with("cat\ndog\ncat\n"), ("--labels_file", "{root}/labels.txt"),
-         r"--labels_file \S+labels.txt, line 3 'cat' is the same name as line 1 'cat'; fix that line"),
+         r"--labels_file \S+labels.txt, line 3 'cat' is the same name as line 1 'cat'; fix it"),
         (labels_file_with("cat\n \ndog\n"), ("--labels_file", "{root}/labels.txt"),
-         r"--labels_file \S+labels.txt, line 2 ' ' is blank; fix that line"),
+         r"--labels_file \S+labels.txt, line 2 ' ' is blank; fix it"),
     ],
     ids=["missing", "empty", "no-class-folders", "no-files", "class-not-in-labels", "missing-labels-file",
          "nothing-usable", "bad-max-edge", "newline-in-folder", "blank-folder", "labels-normalization-duplicate",
