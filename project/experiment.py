@@ -14,7 +14,7 @@ from library.config import ConfigError
 from library.experiment import Experiment
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import parse_shard_filename
-from project import feature_extractor, input_fn as inputs, model_fn as model, record_schema
+from project import feature_extractor, input_benchmark, input_fn as inputs, model_fn as model, raw_images, record_schema
 from project.options import HYPERPARAMETER_OPTIONS, PROJECT_OPTIONS
 
 tf = import_tensorflow()
@@ -41,7 +41,7 @@ class ImageClassifier(Experiment):
         return inputs.serving_input_receiver_fn(params)
 
     def benchmark_input(self, params, batches: int) -> dict:
-        return inputs.benchmark_input(params, batches)
+        return input_benchmark.benchmark_input(params, batches)
 
     def export_feature_extractor(self, params, checkpoint_path: str, output_dir: str) -> None:
         model.export_feature_extractor(params, checkpoint_path, output_dir)
@@ -107,7 +107,7 @@ class ImageClassifier(Experiment):
             missing = [path for path in source if not tf.io.gfile.exists(path)]
             if missing:
                 raise ConfigError(f"predict_input: {missing[0]} not found; give a folder, a file pattern, or existing files")
-        paths, _ = inputs.list_image_files(source)
+        paths, _ = raw_images.list_image_files(source)
         if not paths:
             found = "no file matches" if isinstance(source, str) and glob.has_magic(source) else "no files in"
             raise ConfigError(f"predict_input: {found} {source}; give a folder, a file pattern, or files holding images")

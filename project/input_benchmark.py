@@ -1,4 +1,4 @@
-"""Reference rates for judging ``input_fn.benchmark_input``: the same image work without a pipeline.
+"""The input pipeline's speed (:func:`benchmark_input`), and reference rates to judge it: the same image work without a pipeline.
 
 Each function runs per-image kernels over encoded images already in memory (a graph constant),
 ``batch_size`` images per ``Session.run`` on all cores, and returns images/s:
@@ -12,12 +12,16 @@ Each function runs per-image kernels over encoded images already in memory (a gr
 """
 
 import functools
+import time
 
 from library.tensorflow_env import import_tensorflow
 from project import preprocessing, record_schema
-from project.input_fn import images_per_second, train_image
+from project.input_fn import ModeKeys, input_fn, train_image
 
 tf = import_tensorflow()
+
+# Batches run before benchmark timing starts: fills the shuffle buffer and lets autotuning settle.
+BENCHMARK_WARMUP_BATCHES = 10
 
 # Grappler would prune the kernels, whose outputs nothing reads; without it every one runs.
 UNOPTIMIZED = tf.compat.v1.ConfigProto()
@@ -80,3 +84,25 @@ def decode_then_crop_rate(images, params, batches):
         return preprocessing.crop_to_window(image, window)
 
     return in_memory_rate(images, per_image, params["train_batch_size"], batches, stack=False)
+
+
+def images_per_second(step, images_per_step, steps, setup=(), config=None):
+    """Images/s of running ``step`` ``steps`` times in a new session, after running ``setup`` and a warm-up."""
+    with tf.compat.v1.Session(config=config) as session:
+        session.run(setup)
+        for _ in range(BENCHMARK_WARMUP_BATCHES):
+            session.run(step)
+        start = time.perf_counter()
+        for _ in range(steps):
+            session.run(step)
+        return images_per_step * steps / (time.perf_counter() - start)
+
+
+def benchmark_input(params, batches):
+    """Images/s of the training input pipeline alone (no model), to tell whether it can keep a model fed."""
+    with tf.Graph().as_default():
+        iterator = tf.compat.v1.data.make_initializable_iterator(input_fn(params, ModeKeys.TRAIN))
+        step = tf.group(tf.nest.flatten(iterator.get_next()))
+        rate = images_per_second(step, params["train_batch_size"], batches, setup=iterator.initializer)
+    return {"images_per_sec": rate, "batches": batches, "batch_size": params["train_batch_size"],
+            "input": params["train_data"]}

@@ -1,5 +1,7 @@
 """Input functions of the Estimator: TFRecords, raw image files and serving bytes, one preprocessing.
 
+The raw files are listed and read by ``raw_images``; the input's speed is measured by ``input_benchmark``.
+
 ``input_fn`` streams the TFRecords written by ``convert_dataset.py`` (schema in
 ``record_schema``)::
 
@@ -25,15 +27,10 @@ change them, and each epoch gets new ones.
 """
 
 import functools
-import os
 import random
-import time
 
-from PIL import ExifTags
-
-from library import image_files
 from library.tensorflow_env import import_tensorflow
-from project import preprocessing, record_schema
+from project import preprocessing, raw_images, record_schema
 
 tf = import_tensorflow()
 
@@ -43,15 +40,9 @@ ModeKeys = tf.estimator.ModeKeys
 READ_BUFFER_BYTES = 8 * 1024 * 1024
 # Shard file names held by the file-order shuffle: more than any data set has shards, so a full shuffle.
 READ_ORDER_BUFFER = 100_000
-# Formats TensorFlow decodes as Pillow does; raw files in other formats are converted to JPEG.
-PASS_THROUGH_FORMATS = ("JPEG", "PNG", "GIF")
-# Batches run before benchmark timing starts: fills the shuffle buffer and lets autotuning settle.
-BENCHMARK_WARMUP_BATCHES = 10
 # Images of a batch preprocessed at once (tf.map_fn): keeps the cores busy up to the batch's last image,
 # while bounding the memory of decoded crops in flight (raw photos can be 12-megapixel).
 IMAGES_IN_FLIGHT = 16
-# Label of a raw image whose class is unknown (prediction input).
-UNKNOWN_LABEL = -1
 
 
 def input_fn(params, mode, input_context=None):
@@ -66,22 +57,22 @@ def input_fn(params, mode, input_context=None):
 
 
 def raw_input_fn(params, mode, source, class_names=None):
-    """Batches read straight from image files (see :func:`list_image_files`), preprocessed like input_fn.
+    """Batches read straight from image files (see ``raw_images.list_image_files``), preprocessed like input_fn.
 
-    A Python generator reads each file, checks it with Pillow (see :func:`decodable_image`) and
+    A Python generator reads each file, checks it with Pillow (``raw_images.decodable_image``) and
     wraps it in the same ``tf.train.Example`` the converter writes, so from there on both
     paths share every step. Unreadable files are skipped with a warning naming them. The
     generator runs in one Python thread and checks every file every epoch: fine for prediction
     and a first try; convert the folder for long training runs.
     """
-    paths, labels = list_image_files(source, class_names)
+    paths, labels = raw_images.list_image_files(source, class_names)
     if not paths:
         raise ValueError(f"raw_input_fn: no image files in {source!r}")
-    if mode != ModeKeys.PREDICT and UNKNOWN_LABEL in labels:
+    if mode != ModeKeys.PREDICT and raw_images.UNKNOWN_LABEL in labels:
         raise ValueError("raw_input_fn: training and evaluation need a class-per-folder source and its class_names")
     order = random.Random(params["random_seed"]) if mode == ModeKeys.TRAIN else None
     records = tf.data.Dataset.from_generator(
-        functools.partial(readable_images, paths, labels, class_names or [], order),
+        functools.partial(raw_images.readable_images, paths, labels, class_names or [], order),
         output_signature=tf.TensorSpec([], tf.string),
     )
     return image_batches(records, params, mode)
@@ -220,106 +211,3 @@ def prefetch(dataset, device):
     if device:
         return dataset.apply(tf.data.experimental.prefetch_to_device(device))
     return dataset.prefetch(tf.data.AUTOTUNE)
-
-
-def list_image_files(source, class_names=None):
-    """(paths, labels) of ``source``: a class-per-folder tree (with class_names), a folder, a glob or a list."""
-    if isinstance(source, (list, tuple)):
-        paths = list(source)
-    elif not tf.io.gfile.isdir(source):
-        paths = sorted(path for path in tf.io.gfile.glob(source) if not tf.io.gfile.isdir(path))
-    elif class_names is None:
-        paths = files_below(source)
-    else:
-        return class_folder_files(source, class_names)
-    return paths, [UNKNOWN_LABEL] * len(paths)
-
-
-def class_folder_files(root, class_names):
-    """(paths, labels) of the files the converter would take from ``root``; a folder of an unknown class is an error."""
-    found = listed_folders(root)
-    unknown = sorted(set(found.classes) - set(class_names))
-    if unknown:
-        raise ValueError(f"{root}: class folders {unknown} are not among the class names")
-    label_of = {name: label for label, name in enumerate(class_names)}
-    labels = [label_of[relative.split("/")[0]] for relative in found.files]
-    return [os.path.join(root, relative) for relative in found.files], labels
-
-
-def files_below(folder):
-    """Every visible file in and below ``folder``, sorted; subfolders are walked as the converter walks them."""
-    top = [name.rstrip("/") for name in tf.io.gfile.listdir(folder) if not name.startswith(".")]
-    top_files = [name for name in top if not tf.io.gfile.isdir(os.path.join(folder, name))]
-    return sorted(os.path.join(folder, relative) for relative in top_files + listed_folders(folder).files)
-
-
-def listed_folders(root):
-    """The converter's listing of the folders below ``root`` (no hidden entries, no symlink loops); warns of skips."""
-    found = image_files.list_class_folders(root)
-    for relative, reason in found.skipped:
-        tf.get_logger().warning("skipped %s: %s", os.path.join(root, relative), reason)
-    return found
-
-
-def readable_images(paths, labels, class_names, order=None):
-    """Yield a serialized Example per readable image, shuffled by ``order``; warn about and skip the others."""
-    indices = list(range(len(paths)))
-    if order is not None:
-        order.shuffle(indices)
-    for index in indices:
-        path, label = paths[index], labels[index]
-        try:
-            encoded, height, width = decodable_image(path)
-        except Exception as error:  # noqa: BLE001 - any unreadable file is skipped, never fatal mid-epoch
-            tf.get_logger().warning("skipped unreadable image %s: %s", path, error)
-            continue
-        class_name = class_names[label] if label != UNKNOWN_LABEL else ""
-        yield record_schema.make_example(record_schema.SourceImage(
-            jpeg=encoded, height=height, width=width, label=label, class_name=class_name, filename=path))
-
-
-def decodable_image(path):
-    """(bytes, height, width) that TensorFlow decodes to the picture the converter would store (before its resize).
-
-    A JPEG, PNG or GIF that is upright and opaque passes through once Pillow has read it all
-    (a JPEG cheaply, at 1/8 scale); any other image goes through the converter's own
-    normalization (EXIF rotation, transparency on white, any format) to a JPEG of the same size.
-    Raises ``image_files.UnusableImage`` (or OSError) for anything else, FIFOs included, which are never opened.
-    """
-    with image_files.open_file(path) as handle:
-        with image_files.opened_image(handle) as image:  # reads the header only: no image, nothing more read
-            width, height = image.size
-            if image.format in PASS_THROUGH_FORMATS and is_upright_and_opaque(image):
-                image.draft("RGB", (1, 1))  # JPEG only: smallest DCT scale, still decodes every byte
-                image.load()
-                handle.seek(0)
-                return handle.read(), height, width
-        handle.seek(0)
-        return image_files.to_baseline_jpeg(handle, max_edge=max(width, height))
-
-
-def is_upright_and_opaque(image):
-    """Whether TensorFlow's decoders, which ignore EXIF orientation and drop alpha, see the picture Pillow sees."""
-    return image.getexif().get(ExifTags.Base.Orientation, 1) == 1 and not image.has_transparency_data
-
-
-def images_per_second(step, images_per_step, steps, setup=(), config=None):
-    """Images/s of running ``step`` ``steps`` times in a new session, after running ``setup`` and a warm-up."""
-    with tf.compat.v1.Session(config=config) as session:
-        session.run(setup)
-        for _ in range(BENCHMARK_WARMUP_BATCHES):
-            session.run(step)
-        start = time.perf_counter()
-        for _ in range(steps):
-            session.run(step)
-        return images_per_step * steps / (time.perf_counter() - start)
-
-
-def benchmark_input(params, batches):
-    """Images/s of the training input pipeline alone (no model), to tell whether it can keep a model fed."""
-    with tf.Graph().as_default():
-        iterator = tf.compat.v1.data.make_initializable_iterator(input_fn(params, ModeKeys.TRAIN))
-        step = tf.group(tf.nest.flatten(iterator.get_next()))
-        rate = images_per_second(step, params["train_batch_size"], batches, setup=iterator.initializer)
-    return {"images_per_sec": rate, "batches": batches, "batch_size": params["train_batch_size"],
-            "input": params["train_data"]}

@@ -17,7 +17,7 @@ from PIL import ExifTags, Image
 
 from library import image_files
 from library.tensorflow_env import import_tensorflow
-from project import input_benchmark, input_fn, record_schema
+from project import input_benchmark, input_fn, raw_images, record_schema
 from project.options import OPTIONS
 
 tf = import_tensorflow()
@@ -248,9 +248,9 @@ def test_raw_prediction_skips_unreadable_files_with_a_warning_naming_each(raw_fo
 def test_raw_prediction_skips_fifos_without_opening_them(raw_folder, caplog):
     os.mkfifo(raw_folder / "pipe-at-top.jpg")  # opening either would wait for a writer forever
     os.mkfifo(raw_folder / "class1" / "pipe.jpg")
-    paths, labels = input_fn.list_image_files(str(raw_folder))
+    paths, labels = raw_images.list_image_files(str(raw_folder))
     with caplog.at_level(logging.WARNING, logger="tensorflow"):
-        records = list(input_fn.readable_images(paths, labels, []))
+        records = list(raw_images.readable_images(paths, labels, []))
     assert len(records) == 5
     warnings = [record.getMessage() for record in caplog.records]
     for pipe in ("pipe-at-top.jpg", "class1/pipe.jpg"):
@@ -266,7 +266,7 @@ def test_a_large_file_that_is_no_image_costs_a_header_read_not_its_size(tmp_path
     tracemalloc.start()
     try:
         with pytest.raises(image_files.UnusableImage, match="not an image format Pillow can read"):
-            input_fn.decodable_image(str(video))
+            raw_images.decodable_image(str(video))
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -274,14 +274,14 @@ def test_a_large_file_that_is_no_image_costs_a_header_read_not_its_size(tmp_path
 
 
 def test_raw_input_accepts_a_pattern_or_a_list_and_needs_class_folders_to_train(raw_folder):
-    pattern_paths, _ = input_fn.list_image_files(str(raw_folder / "class1" / "*"))
+    pattern_paths, _ = raw_images.list_image_files(str(raw_folder / "class1" / "*"))
     assert [os.path.basename(path) for path in pattern_paths] == ["1.jpg", "4.png"]
-    assert input_fn.list_image_files(str(raw_folder / "class1"))[0] == pattern_paths
-    assert input_fn.list_image_files(pattern_paths[::-1])[0] == pattern_paths[::-1]
+    assert raw_images.list_image_files(str(raw_folder / "class1"))[0] == pattern_paths
+    assert raw_images.list_image_files(pattern_paths[::-1])[0] == pattern_paths[::-1]
     with pytest.raises(ValueError, match="class-per-folder"):
         input_fn.raw_input_fn(make_params(None), ModeKeys.TRAIN, pattern_paths, class_names=["class1"])
     with pytest.raises(ValueError, match=r"\['class2'\] are not among the class names"):
-        input_fn.list_image_files(str(raw_folder), class_names=["class0", "class1"])
+        raw_images.list_image_files(str(raw_folder), class_names=["class0", "class1"])
 
 
 def test_serving_input_preprocesses_encoded_bytes_like_evaluation(records):
@@ -298,7 +298,7 @@ def test_serving_input_preprocesses_encoded_bytes_like_evaluation(records):
 
 def test_benchmarks_report_images_per_second(records):
     params = make_params(records, train_batch_size=4)
-    report = input_fn.benchmark_input(params, batches=3)
+    report = input_benchmark.benchmark_input(params, batches=3)
     assert report["images_per_sec"] > 0 and report == dict(report, batches=3, batch_size=4, input=records)
     images = input_benchmark.encoded_images(records, limit=6)
     assert len(images) == 6
