@@ -20,6 +20,7 @@ tf = import_tensorflow()
 
 model_fn = model.model_fn
 input_fn = inputs.input_fn
+recalibration_input_fn = inputs.recalibration_input_fn
 serving_input_receiver_fn = inputs.serving_input_receiver_fn
 benchmark_input = inputs.benchmark_input
 export_feature_extractor = model.export_feature_extractor
