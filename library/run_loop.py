@@ -43,7 +43,7 @@ import time
 
 import numpy as np
 
-from library import atomic_file, config, distribution, evaluation_report, model_directory
+from library import atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
@@ -152,8 +152,10 @@ def evaluation_results(estimator, params, results: dict) -> tuple:
 
 
 def evaluate_and_snapshot(estimator, experiment, params, settings, steps_per_epoch, log, best) -> dict:
-    """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
-    checkpoint = tf.train.latest_checkpoint(settings.model_dir)
+    """Evaluate the latest checkpoint (batch norm recalibrated), log it, and snapshot it if its loss is the best so far."""
+    checkpoint = batch_norm_recalibration.before_evaluation(
+        tf.train.latest_checkpoint(settings.model_dir), experiment, params,
+        settings.batch_norm_recalibration_batches, session_config(settings))
     results, report = evaluate_checkpoint(estimator, experiment, params, checkpoint)
     epoch = results["global_step"] / steps_per_epoch
     improved = best.update_if_better(checkpoint, results, epoch)
@@ -315,6 +317,8 @@ def train_in_cluster(settings, experiment, params, estimator, plan, best, train_
         estimator, train_input_fn, lambda: experiment.input_fn(params, ModeKeys.EVAL),
         max_steps=plan.total_steps, best=best, steps_per_epoch=plan.steps_per_epoch,
         hooks=hooks, on_evaluation=on_evaluation,
+        recalibration=batch_norm_recalibration.evaluator_hook(
+            settings.model_dir, experiment, params, settings.batch_norm_recalibration_batches, session_config(settings)),
     )
 
 
