@@ -7,6 +7,9 @@ a module with these functions (``project/experiment.py`` is this project's):
   whatever the project derives, e.g. class names); raises ``ConfigError`` for bad input.
 - ``train_examples(params) -> int``: images in one training epoch.
 - ``model_fn(features, labels, mode, params)`` and ``input_fn(params, mode, input_context=None)``.
+- ``recalibration_input_fn(params)``: training images preprocessed like evaluation, in training-size
+  batches, endlessly: what ``library/batch_norm_recalibration.py`` measures batch-norm statistics on
+  before each evaluation (``batch_norm_recalibration_batches``; 0 turns it off).
 - ``predict_input_fn(params, source)``: input function over raw image files for prediction.
 - ``serving_input_receiver_fn(params)``: for SavedModel export.
 - ``export_feature_extractor(params, checkpoint_path, output_dir)``: the hub module of a checkpoint.
