@@ -36,6 +36,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from library import atomic_file
+from library.best_checkpoint import STATE_FILE
 from library.tensorflow_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -259,14 +261,15 @@ def _mean_of(variance_name: str) -> str:
 def make_latest_checkpoint(path: str) -> None:
     """Point the ``checkpoint`` state file of ``path``'s directory at it (one atomic write), keeping the others listed.
 
-    Paths are written relative to the directory, as Estimator writes them, so it can still be moved.
+    Names are written relative to the directory, as Estimator writes them (with ``os.curdir`` as the
+    directory, TensorFlow keeps them as they are), so a relative or moved model_dir still works.
     """
     directory = os.path.dirname(path)
     state = v1.train.get_checkpoint_state(directory)
-    others = [p for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]
-    v1.train.update_checkpoint_state(directory, os.path.basename(path),
-                                     all_model_checkpoint_paths=[os.path.relpath(p, directory) for p in others]
-                                     + [os.path.basename(path)])
+    others = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]
+    name = os.path.basename(path)
+    proto = v1.train.generate_checkpoint_state_proto(os.curdir, name, all_model_checkpoint_paths=others + [name])
+    atomic_file.write_text(os.path.join(directory, STATE_FILE), str(proto))
 
 
 def remove_other_recalibrations(keep: str) -> None:

@@ -145,6 +145,16 @@ def test_a_new_recalibration_replaces_the_previous_one_and_a_recalibrated_checkp
         "model.ckpt-9", "recalibrated.ckpt-9"]  # a fresh Saver lists only its own
 
 
+def test_a_relative_model_dir_keeps_working(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {"hub": False, "fine_tuning": True}
+    os.makedirs("out/model")
+    checkpoint = trained_checkpoint("out/model", params)
+    result = recalibration.recalibrate(checkpoint, model_fn, input_fn(images(1)), params, 1)
+    assert tf.train.latest_checkpoint("out/model") == result.checkpoint == "out/model/recalibrated.ckpt-7"
+    assert "model_checkpoint_path: \"recalibrated.ckpt-7\"" in (tmp_path / "out/model/checkpoint").read_text()
+
+
 def test_without_make_latest_the_state_file_is_left_to_the_chief(tmp_path):
     params = {"hub": False, "fine_tuning": True}
     checkpoint = trained_checkpoint(str(tmp_path), params)
