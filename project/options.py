@@ -20,7 +20,8 @@ PROJECT_OPTIONS = (
            valid=NON_NEGATIVE),
     Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated image files"),
     Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
-    Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)"),
+    Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
+           valid=NON_NEGATIVE),
     Option("benchmark_input", bool, False, "run the training input pipeline alone and print images/s as JSON"),
     Option("benchmark_batches", int, 200, "batches timed by --benchmark_input, after a warm-up", valid=AT_LEAST_1),
 )
