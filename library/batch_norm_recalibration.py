@@ -65,6 +65,8 @@ class Recalibration:
 
     def summary(self) -> str:
         """The line the run loop prints before the evaluation it prepared."""
+        if not self.statistics and is_recalibrated(self.checkpoint):
+            return f"batch norm: {self.checkpoint} is recalibrated already"
         if not self.statistics:
             return f"batch norm: nothing to recalibrate (no batch-norm updates in training); {self.checkpoint} as is"
         return (f"batch norm: {self.statistics} moving statistics recalibrated on {self.batches} batches "

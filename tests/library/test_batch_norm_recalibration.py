@@ -134,7 +134,8 @@ def test_a_new_recalibration_replaces_the_previous_one_and_a_recalibrated_checkp
     params = {"hub": False, "fine_tuning": True}
     first = recalibration.recalibrate(trained_checkpoint(str(tmp_path), params, 7), model_fn, input_fn(images(1)),
                                       params, 1).checkpoint
-    assert recalibration.recalibrate(first, model_fn, input_fn(images(1)), params, 1).checkpoint == first
+    again = recalibration.recalibrate(first, model_fn, input_fn(images(1)), params, 1)
+    assert again.checkpoint == first and again.summary() == f"batch norm: {first} is recalibrated already"
     second = recalibration.recalibrate(trained_checkpoint(str(tmp_path), params, 9), model_fn, input_fn(images(1)),
                                        params, 1).checkpoint
     assert second.endswith("recalibrated.ckpt-9")
