@@ -38,6 +38,7 @@ import numpy as np
 
 from library import atomic_file
 from library.best_checkpoint import STATE_FILE
+from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -50,8 +51,8 @@ _SEARCH_DEPTH = 6  # ops between an assign and the ``average - batch`` it scales
 _MEAN, _VARIANCE = "moving_mean", "moving_variance"
 
 
-class RecalibrationError(ValueError):
-    """A batch-norm update whose batch statistic cannot be found: recalibration cannot work for this model."""
+class RecalibrationError(ConfigError):
+    """Recalibration cannot work for this model or input (a one-line error naming the option to turn it off)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,7 +149,6 @@ def recalibrate(checkpoint: str, model_fn: Callable, input_fn: Callable, params:
     started = time.perf_counter()
     if is_recalibrated(checkpoint):
         return Recalibration(checkpoint, 0, 0, 0.0)
-    print(f"batch norm: recalibrating {checkpoint} on {batches} batches", file=sys.stderr, flush=True)
     with tf.Graph().as_default():
         v1.train.get_or_create_global_step()
         features, labels = _batch(input_fn())
@@ -156,6 +156,7 @@ def recalibrate(checkpoint: str, model_fn: Callable, input_fn: Callable, params:
         statistics = batch_statistics(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
         if not statistics:
             return Recalibration(checkpoint, 0, 0, time.perf_counter() - started)
+        print(f"batch norm: recalibrating {checkpoint} on {batches} batches", file=sys.stderr, flush=True)
         variables = {variable.op.name: variable for variable in v1.global_variables() if variable.op.name in statistics}
         values = {name: v1.placeholder(variable.dtype.base_dtype, variable.shape) for name, variable in variables.items()}
         assign = tf.group(*[variable.assign(values[name]) for name, variable in variables.items()])
@@ -235,7 +236,8 @@ def collect(session, tensors: dict, batches: int) -> dict:
         for name, value in values.items():
             samples[name].append(np.asarray(value, np.float64))
     if not samples:
-        raise RecalibrationError("batch_norm_recalibration: the recalibration input gave no batch")
+        raise RecalibrationError("batch_norm_recalibration: the recalibration input gave no batch; check train_data "
+                                 "or set batch_norm_recalibration_batches 0")
     return dict(samples)
 
 
