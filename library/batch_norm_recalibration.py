@@ -18,8 +18,13 @@ and at evaluation's crop and resolution, as FixRes argues:
 4. write a new checkpoint, ``recalibrated.ckpt-<step>``, beside the original: the same
    variables and step, only the moving statistics replaced. It is saved under its final
    name first and then, where asked, made the directory's latest by one atomic rewrite of
-   the ``checkpoint`` state file, so a kill at any moment leaves the original checkpoint the
-   latest one, complete. Older recalibrated checkpoints are then deleted.
+   the ``checkpoint`` state file: a kill before that rewrite leaves the original the latest,
+   one after it the recalibrated one, both complete. Older recalibrated checkpoints are then
+   deleted.
+
+In a cluster the evaluator restores the chief's checkpoints itself (Estimator's evaluator
+loop), so :class:`EvaluatorHook` recalibrates each one after that restore and restores the
+recalibrated checkpoint in its place; it leaves the state file to the chief.
 
 Trainable variables are restored and saved, never run through an update. A model without
 batch-norm updates (a frozen hub module, a network without batch norm) is left as it is.
