@@ -14,7 +14,8 @@ preprocessed like evaluation (train_data, central crop), each computed four ways
 
 Give it the checkpoints of a run made with ``--batch_norm_recalibration_batches 0``: with
 recalibration on, each training cycle starts from the recalibrated checkpoint, and Estimator's
-first save of the cycle rewrites ``model.ckpt-<step>`` with those statistics.
+first save of the cycle rewrites ``model.ckpt-<step>`` with those statistics. It writes
+``recalibrated.ckpt-<step>`` beside each checkpoint (replacing the run's own).
 """
 
 import sys
@@ -59,21 +60,27 @@ def recalibrated(checkpoint, params, batches, train_crops):
     return result.checkpoint
 
 
+def measured(checkpoint, params, batches) -> dict:
+    """{column: {data pattern: accuracy}} of one checkpoint, the four columns of the table."""
+    datasets = (params["eval_data"], params["train_data"])
+    columns = {name: {data: accuracy(checkpoint, params, data, batch) for data in datasets}
+               for name, batch in (("moving", False), ("batch", True))}
+    for name, train_crops in (("recalibrated", False), ("recal_train_crops", True)):
+        path = recalibrated(checkpoint, params, batches, train_crops)  # replaced by the next one: measured at once
+        columns[name] = {data: accuracy(path, params, data, False) for data in datasets}
+    return columns
+
+
 def main(argv):
     checkpoints = [arg for arg in argv if ".ckpt-" in arg]
     settings, _ = config.parse(OPTIONS, [arg for arg in argv if arg not in checkpoints], prog="batch_norm_study")
     params = {**experiment.make_params(settings.as_dict()), "steps_per_epoch": 1, "train_steps": 1}
-    batches = settings.batch_norm_recalibration_batches
     print("step  data    moving   batch  recalibrated  recal_train_crops")
     for checkpoint in checkpoints:
-        columns = [(checkpoint, False), (checkpoint, True)]
-        for train_crops in (False, True):  # each recalibration replaces the previous one: measure it before the next
-            path = recalibrated(checkpoint, params, batches, train_crops)
-            columns.append({data: accuracy(path, params, data, False) for data in (params["eval_data"], params["train_data"])})
+        columns = measured(checkpoint, params, settings.batch_norm_recalibration_batches)
         for name, data in (("test", params["eval_data"]), ("train", params["train_data"])):
-            row = [column[data] if isinstance(column, dict) else accuracy(*column[:1], params, data, column[1])
-                   for column in columns]
-            print(f"{checkpoint.rsplit('-', 1)[1]:>5}  {name:5}  " + "  ".join(f"{value:6.1%}" for value in row), flush=True)
+            row = "  ".join(f"{column[data]:6.1%}" for column in columns.values())
+            print(f"{checkpoint.rsplit('-', 1)[1]:>5}  {name:5}  {row}", flush=True)
     return 0
 
 
