@@ -84,7 +84,7 @@ def _machine_text(machine: dict) -> str:
 
 
 def markdown(results: dict) -> str:
-    """RESULTS.md: the latest table, the machine, how to rerun, and each row's method and findings."""
+    """RESULTS.md: the latest table, the machine, how to rerun, each row's method and findings, and the batch-norm study."""
     date = datetime.datetime.fromtimestamp(results["started"], datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     quick = " (`--quick`: smoke-test sizes, figures not meaningful)" if results["quick"] else ""
     parts = [
@@ -111,6 +111,7 @@ def markdown(results: dict) -> str:
     ]
     for number, row in enumerate(results["rows"], 1):
         parts += [f"## {number}. {row['title']}", "", notes.row_text(row), ""]
+    parts += [notes.BATCH_NORM_STUDY, ""]
     return "\n".join(parts)
 
 

@@ -239,10 +239,11 @@ class BestSnapshotExporter(tf.estimator.Exporter):
     """Updates the best-validation-loss snapshot after each evaluation, in the task that evaluates."""
 
     def __init__(self, best: BestCheckpoint, steps_per_epoch: int,
-                 on_evaluation: Optional[Callable[[dict, float, bool], None]] = None):
+                 on_evaluation: Optional[Callable[[dict, float, bool], None]] = None, evaluated: Optional[dict] = None):
         self._best = best
         self._steps_per_epoch = steps_per_epoch
         self._on_evaluation = on_evaluation
+        self._evaluated = {} if evaluated is None else evaluated  # checkpoint -> what was evaluated in its place
 
     @property
     def name(self) -> str:
@@ -250,7 +251,9 @@ class BestSnapshotExporter(tf.estimator.Exporter):
         return "best_snapshot"
 
     def export(self, estimator, export_path, checkpoint_path, eval_result, is_the_final_export) -> Optional[str]:
-        """Snapshot ``checkpoint_path`` if its loss is the best so far; the snapshot's path if it was."""
+        """Snapshot ``checkpoint_path`` (or what was evaluated in its place) if its loss is the best so far;
+        the snapshot's path if it was."""
+        checkpoint_path = self._evaluated.get(checkpoint_path, checkpoint_path)
         epoch = eval_result["global_step"] / self._steps_per_epoch
         scalars, _ = evaluation_report.split(eval_result)  # the record keeps numbers, not the report's arrays
         improved = self._snapshot_if_better(checkpoint_path, scalars, epoch)
@@ -275,7 +278,7 @@ class BestSnapshotExporter(tf.estimator.Exporter):
 
 
 def train_and_evaluate(estimator, train_input_fn, eval_input_fn, *, max_steps: int, best: BestCheckpoint,
-                       steps_per_epoch: int, hooks=(), on_evaluation=None,
+                       steps_per_epoch: int, hooks=(), on_evaluation=None, recalibration=None,
                        throttle_secs: int = EVAL_THROTTLE_SECS) -> None:
     """Run this task's part of ``tf.estimator.train_and_evaluate``: train, evaluate, keep the best snapshot.
 
@@ -283,11 +286,13 @@ def train_and_evaluate(estimator, train_input_fn, eval_input_fn, *, max_steps: i
     variables until they are stopped, the evaluator evaluates each new checkpoint (at most every
     ``throttle_secs``) until one reaches ``max_steps``; without TF_CONFIG this process does
     both, evaluating after each checkpoint. ``on_evaluation(eval_result, epoch, improved)``
-    is called after each evaluation.
+    is called after each evaluation. ``recalibration``: a ``batch_norm_recalibration.EvaluatorHook`` (or None),
+    run in each evaluation; the snapshot is taken of the checkpoint it evaluated.
     """
     train_spec = tf.estimator.TrainSpec(train_input_fn, max_steps=max_steps, hooks=list(hooks))
+    exporter = BestSnapshotExporter(best, steps_per_epoch, on_evaluation, recalibration and recalibration.evaluated)
     eval_spec = tf.estimator.EvalSpec(
-        eval_input_fn, steps=None, exporters=[BestSnapshotExporter(best, steps_per_epoch, on_evaluation)],
+        eval_input_fn, steps=None, exporters=[exporter], hooks=[recalibration] if recalibration else [],
         start_delay_secs=0, throttle_secs=throttle_secs,
     )
     tf.estimator.train_and_evaluate(estimator, train_spec, eval_spec)

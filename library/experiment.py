@@ -36,6 +36,11 @@ class Experiment(abc.ABC):
     def input_fn(self, params, mode, input_context=None):
         """The Estimator input_fn of ``mode`` (training: repeated forever; evaluation: one pass)."""
 
+    def recalibration_input_fn(self, params):
+        """Training inputs preprocessed like evaluation, in training-size batches, endlessly: what batch-norm
+        statistics are recalibrated on before each evaluation (``library/batch_norm_recalibration.py``)."""
+        raise ConfigError("batch_norm_recalibration_batches: this experiment has no recalibration input; set it to 0")
+
     @abc.abstractmethod
     def predict_input_fn(self, params, source: str):
         """An input_fn over the raw inputs ``source`` names (``--predict_input``); ConfigError if there are none."""

@@ -27,7 +27,7 @@ import time
 
 import numpy as np
 
-from library import atomic_file, config, distribution, evaluation_report, model_directory
+from library import atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.experiment import Experiment
@@ -294,6 +294,8 @@ class Training:
 
     def in_cluster(self, task_type: str) -> None:
         """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
+        settings = self.run.settings
+
         def on_evaluation(results, epoch, improved):
             self.report(*evaluation_results(self.estimator, self.run.params, results), epoch, improved)
 
@@ -304,11 +306,17 @@ class Training:
             self.estimator, self.train_input_fn, self.run.input_fn(ModeKeys.EVAL),
             max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
             hooks=hooks, on_evaluation=on_evaluation,
+            recalibration=batch_norm_recalibration.evaluator_hook(
+                settings.model_dir, self.run.experiment, self.run.params, settings.batch_norm_recalibration_batches,
+                session_config(settings)),
         )
 
     def evaluate_and_snapshot(self) -> dict:
-        """Evaluate the latest checkpoint, log it, and snapshot it if its loss is the best so far."""
-        checkpoint = tf.train.latest_checkpoint(self.run.settings.model_dir)
+        """Evaluate the latest checkpoint (batch norm recalibrated), log it, and snapshot it if its loss is the best so far."""
+        settings = self.run.settings
+        checkpoint = batch_norm_recalibration.before_evaluation(
+            tf.train.latest_checkpoint(settings.model_dir), self.run.experiment, self.run.params,
+            settings.batch_norm_recalibration_batches, session_config(settings))
         results, report = evaluate_checkpoint(self.run, self.estimator, checkpoint)
         epoch = results["global_step"] / self.plan.steps_per_epoch
         improved = self.best.update_if_better(checkpoint, results, epoch)

@@ -23,6 +23,9 @@ RUN_LOOP_OPTIONS = (
            valid=AT_LEAST_1),
     Option("keep_checkpoint_max", int, 5, "recent checkpoints kept in model_dir; 0 keeps all", valid=NON_NEGATIVE),
     Option("export_best", bool, False, "also export each new best model as a SavedModel under best_model_dir/export"),
+    Option("batch_norm_recalibration_batches", int, 20,
+           "before each evaluation, batch-norm statistics recomputed over this many train_batch_size batches of "
+           "training images preprocessed like evaluation, into the evaluated checkpoint; 0 = off", valid=NON_NEGATIVE),
     Option("distribution", str, "none", "none, mirrored (local GPUs), multi_worker or parameter_server (TF_CONFIG)", choices=DISTRIBUTIONS),
     Option("report_file", str, None, "evaluate mode: also write the evaluation report (confusion matrix, per-class figures) as JSON here"),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),

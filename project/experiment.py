@@ -37,6 +37,9 @@ class ImageClassifier(Experiment):
     def input_fn(self, params, mode, input_context=None):
         return inputs.input_fn(params, mode, input_context)
 
+    def recalibration_input_fn(self, params):
+        return inputs.recalibration_input_fn(params)
+
     def serving_input_receiver_fn(self, params):
         return inputs.serving_input_receiver_fn(params)
 

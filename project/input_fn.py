@@ -56,6 +56,14 @@ def input_fn(params, mode, input_context=None):
     return image_batches(records, params, mode, input_context)
 
 
+def recalibration_input_fn(params):
+    """Training images preprocessed like evaluation (central crop, no flip), endlessly in full train_batch_size
+    batches, in a fixed order: what batch-norm recalibration measures the statistics of (library/batch_norm_recalibration.py)."""
+    check_shards(params["train_data"], None, "train_data")
+    records = read_records(pipeline_files(params["train_data"], None), params, training=False).repeat()
+    return image_batches(records, {**params, "eval_batch_size": params["train_batch_size"]}, ModeKeys.EVAL)
+
+
 def raw_input_fn(params, mode, source, class_names=None):
     """Batches read straight from image files (see ``raw_images.list_image_files``), preprocessed like input_fn.
 

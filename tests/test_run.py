@@ -21,9 +21,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import convert_dataset
 import run
-from library import config, evaluation_report, hub_module, keras_application, model_directory
+from library import batch_norm_recalibration, config, evaluation_report, hub_module, keras_application, model_directory
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
+from project.experiment import ImageClassifier
+from project.options import OPTIONS
 from tests.conftest import ROOT, tf
 from tests.library.test_model_directory import hold_lock_in_another_process
 
@@ -134,6 +136,8 @@ def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys
     record = BestCheckpoint(str(tmp_path / "best")).record
     assert record["loss"] == pytest.approx(min(entry["loss"] for entry in logged))
     assert "epoch 2/4  step 6  eval loss" in out and "epoch 4/4  step 12" in out
+    assert "batch norm: 10 moving statistics recalibrated on 20 batches in " in out
+    assert_best_holds_recalibrated_statistics(project, tmp_path, record)
     assert f"24 training images, {STEPS_PER_EPOCH} steps an epoch, 12 steps in all" in out
     config = (tmp_path / "model" / "config.yaml").read_text()
     assert "train_batch_size: 8  # project.yaml: tiny" in config
@@ -161,6 +165,34 @@ def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys
         name, precision, recall, f1, support = line.split()
         assert name == entry["class"] and int(support) == entry["support"]
         assert float(recall) == pytest.approx(entry["recall"], abs=5e-5)
+
+
+def recalibrated_again(project, checkpoint, directory):
+    """``checkpoint`` copied to ``directory`` and recalibrated there as the tiny set's run does it."""
+    os.makedirs(directory)
+    for name in os.listdir(os.path.dirname(checkpoint)):
+        if name.startswith(os.path.basename(checkpoint) + "."):
+            shutil.copy(os.path.join(os.path.dirname(checkpoint), name), directory)
+    settings, _ = config.parse(OPTIONS, ["--project_file", str(project), "--config_set", "tiny"])
+    experiment = ImageClassifier()
+    params = {**experiment.make_params(settings.as_dict()), "steps_per_epoch": STEPS_PER_EPOCH, "train_steps": 12}
+    return batch_norm_recalibration.recalibrate(
+        os.path.join(directory, os.path.basename(checkpoint)), experiment.model_fn,
+        lambda: experiment.recalibration_input_fn(params), params, settings.batch_norm_recalibration_batches,
+        make_latest=False).checkpoint
+
+
+def assert_best_holds_recalibrated_statistics(project, out, record):
+    """The best snapshot is a recalibrated checkpoint: the trained weights of its step, the recalibrated statistics."""
+    assert os.path.basename(record["source_checkpoint"]) == f"recalibrated.ckpt-{record['step']}"
+    best = BestCheckpoint(str(out / "best")).checkpoint_path
+    trained = str(out / "model" / f"model.ckpt-{record['step']}")
+    again = recalibrated_again(project, trained, str(out / "again"))
+    mean = "feature_extractor/conv2/batch_norm/moving_mean"
+    for name, source in (("feature_extractor/conv2/conv/kernel", trained), ("head/logits/kernel", trained),
+                         (mean, again), ("feature_extractor/conv2/batch_norm/moving_variance", again)):
+        np.testing.assert_allclose(tf.train.load_variable(best, name), tf.train.load_variable(source, name), rtol=1e-6)
+    assert not np.allclose(tf.train.load_variable(best, mean), tf.train.load_variable(trained, mean), rtol=1e-3)
 
 
 def test_same_seed_same_training(project, tmp_path):
@@ -208,6 +240,35 @@ def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path):
     assert tf.train.latest_checkpoint(str(tmp_path / "best")) == best.checkpoint_path
     reader = tf.train.load_checkpoint(best.checkpoint_path)
     assert reader.get_tensor("global_step") == best.record["step"]
+
+
+def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_the_same_step(project, tmp_path):
+    command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
+               "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best")]
+    slow = ["--batch_norm_recalibration_batches", "100000"]  # minutes: killed long before it ends
+    process = subprocess.Popen(command + slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in process.stderr:
+            if line.startswith("batch norm: recalibrating"):
+                break
+        time.sleep(2)  # well into the batches
+        assert process.poll() is None, "run finished before it could be killed"
+        assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("/model.ckpt-6")
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.kill()
+        process.wait()
+    assert not (tmp_path / "model" / EVALUATIONS_FILE).exists()
+
+    assert subprocess.run(command, cwd=ROOT, capture_output=True, timeout=300).returncode == 0
+    assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == 12
+    assert [entry["global_step"] for entry in evaluations(tmp_path)] == [6, 12]
+    assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("/recalibrated.ckpt-12")
+    leftovers = [name for name in os.listdir(tmp_path / "model") if name.startswith("recalibrated.ckpt-")
+                 and not name.startswith("recalibrated.ckpt-12.")]
+    assert leftovers == []
+    record = BestCheckpoint(str(tmp_path / "best")).record
+    assert_best_holds_recalibrated_statistics(project, tmp_path, record)
 
 
 def test_resumed_run_never_overwrites_a_better_snapshot(project, tmp_path):
@@ -308,6 +369,8 @@ def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(pro
         assert f"feature extractor: {module_dir} (pretrained); signature image_feature_vector, output default: " \
                "1280 features; input 32x32 (fixed by the module)" in stdout
         assert "eval loss" in stdout
+        # Keras batch norm fine-tuned through the module's train variant is recalibrated; frozen, it is left alone.
+        assert ("moving statistics recalibrated" if flag == "--fine_tuning" else "nothing to recalibrate") in stdout
     assert run_main(project, tmp_path / "fine_tuning", "--hub_module", module_dir, "--mode", "export",
                     "--export_dir", str(tmp_path / "export")) == 0
     (saved_model,) = os.listdir(tmp_path / "export")
@@ -386,6 +449,8 @@ def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_pa
     assert tf.train.latest_checkpoint(str(tmp_path / "best")) == best.checkpoint_path
     assert best.record["loss"] == pytest.approx(min(entry["loss"] for entry in evaluations(tmp_path)))
     assert "[evaluator]" in result.stdout and "[chief]" in result.stdout
+    assert "[evaluator] batch norm: 10 moving statistics recalibrated" in result.stdout
+    assert os.path.basename(best.record["source_checkpoint"]) == f"recalibrated.ckpt-{best.record['step']}"
     assert_reported(tmp_path, [entry["global_step"] for entry in evaluations(tmp_path)])
 
 

@@ -238,6 +238,14 @@ def test_exporter_snapshots_only_improvements_and_reports_each_evaluation(tmp_pa
     assert [(epoch, improved) for _, epoch, improved in evaluations] == [(1.0, True), (2.0, False)]
 
 
+def test_exporter_snapshots_what_was_evaluated_in_place_of_the_checkpoint(tmp_path):
+    best = BestCheckpoint(str(tmp_path / "best"))
+    trained, recalibrated = save_checkpoint(str(tmp_path / "a"), 10), save_checkpoint(str(tmp_path / "b"), 10)
+    exporter = distribution.BestSnapshotExporter(best, steps_per_epoch=10, evaluated={trained: recalibrated})
+    assert export(exporter, trained, 0.5, 10) == best.checkpoint_path
+    assert best.record["source_checkpoint"] == recalibrated
+
+
 def test_exporter_skips_a_checkpoint_rotated_away_during_evaluation(tmp_path, capsys):
     best = BestCheckpoint(str(tmp_path / "best"))
     exporter = distribution.BestSnapshotExporter(best, steps_per_epoch=10)

@@ -121,6 +121,17 @@ def test_evaluation_keeps_the_last_partial_batch(records):
     assert [len(labels) for _, labels in batches] == [5, 5, 5, 5, 4]
 
 
+def test_recalibration_input_is_the_training_data_preprocessed_like_evaluation_in_full_training_batches(records):
+    params = make_params(records, eval_data="no-such-file", train_batch_size=7)
+    batches = read_batches(input_fn.recalibration_input_fn(params), 5)
+    assert [len(labels) for _, labels in batches] == [7] * 5  # past the 24 records: endless, every batch full
+    evaluation = read_batches(input_fn.input_fn(make_params(records, eval_batch_size=7), ModeKeys.EVAL))
+    first_pass = np.concatenate([features["image"] for features, _ in evaluation])  # central crop, no flip
+    recalibration = np.concatenate([features["image"] for features, _ in batches])
+    np.testing.assert_array_equal(recalibration[:24], first_pass)
+    np.testing.assert_array_equal(recalibration[24:], first_pass[:11])
+
+
 def test_training_crops_differ_between_epochs_and_repeat_with_the_same_seed(records):
     def two_epochs(seed):
         # One batch is one epoch: shuffle_buffer >= 24 records and the shuffle comes before the repeat.
