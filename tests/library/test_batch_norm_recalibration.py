@@ -20,7 +20,7 @@ SCOPE = "net"
 def network(images, is_training, params):
     """A convolution, batch norm (momentum 0.9) and a feature vector: the batch-norm statistics under test."""
     del params
-    activations = layers.conv_batch_norm(images, CHANNELS, 3, 1, is_training, "unit", momentum=0.9)
+    activations = layers.conv_batch_norm(images, CHANNELS, 3, 1, is_training=is_training, name="unit", momentum=0.9)
     return {"default": layers.global_average_pool(tf.nn.relu(activations)), "net/unit": activations}
 
 
