@@ -117,7 +117,7 @@ def test_several_batches_give_the_moments_of_all_their_images_not_a_moving_avera
     exact = per_batch.var(1, ddof=1).mean(0) + per_batch.mean(1).var(0)  # mean of variances + variance of means
     np.testing.assert_allclose(after[f"{SCOPE}/unit/batch_norm/moving_variance"], exact, rtol=1e-5)
     np.testing.assert_allclose(exact, activations.reshape(-1, CHANNELS).var(0), rtol=1e-2)
-    assert np.all(per_batch.mean(1).var(0) > 0.02 * exact)  # the spread of the batch means counts in these data
+    assert per_batch.mean(1).var(0).sum() > 0.02 * exact.sum()  # the spread of the batch means counts in these data
 
 
 def test_a_frozen_hub_module_is_left_untouched(tmp_path):
