@@ -24,6 +24,8 @@ RUN_LOOP_OPTIONS = (
     Option("keep_checkpoint_max", int, 5, "recent checkpoints kept in model_dir; 0 keeps all", valid=NON_NEGATIVE),
     Option("export_best", bool, False, "also export each new best model as a SavedModel under best_model_dir/export"),
     Option("distribution", str, "none", "none, mirrored (local GPUs), multi_worker or parameter_server (TF_CONFIG)", choices=DISTRIBUTIONS),
+    Option("num_gpus", int, None, "mirrored: GPUs to train on, default all; without a GPU, that many virtual CPU "
+           "devices run the same code (a test aid)", valid=AT_LEAST_1),
     Option("report_file", str, None, "evaluate mode: also write the evaluation report (confusion matrix, per-class figures) as JSON here"),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),
     Option("output", str, None, "export_hub mode: directory for the hub module"),
