@@ -109,3 +109,11 @@ def test_a_model_fn_without_the_tower_optimizer_is_refused():
     features, labels = batch()
     with pytest.raises(ValueError, match="must build its train_op with towers.optimizer"):
         towers.replicate_model_fn(plain_model_fn, TWO_TOWERS)(features, labels, ModeKeys.TRAIN, {})
+
+
+def test_the_training_input_batches_the_global_batch_on_the_host():
+    """A one-pipeline, one-replica context: the input_fn batches all of it and stages nothing on a GPU."""
+    contexts = []
+    towers.Towers(TWO_TOWERS).input_fn(lambda input_context=None: contexts.append(input_context))()
+    assert contexts[0].num_replicas_in_sync == contexts[0].num_input_pipelines == 1
+    assert contexts[0].get_per_replica_batch_size(BATCH) == BATCH
