@@ -320,8 +320,8 @@ TWO_CPUS = v1.ConfigProto(device_count={"CPU": 2}, allow_soft_placement=True)
 
 
 def one_step_values(params, checkpoint, devices=()):
-    """{variable: value} after one SGD step on the fixed batch, from ``checkpoint`` (written first if missing),
-    with the model_fn replicated over ``devices`` if any. Restoring by name fails unless the names are the same."""
+    """({variable: value} after one SGD step on the fixed batch, from ``checkpoint`` (written first if missing), the
+    number of UPDATE_OPS), the model_fn replicated over ``devices`` if any. Restoring by name needs the same names."""
     with tf.Graph().as_default():
         features, labels = fixed_batch()
         function = towers.replicate_model_fn(model_fn.model_fn, devices) if devices else model_fn.model_fn
@@ -334,7 +334,8 @@ def one_step_values(params, checkpoint, devices=()):
                 session.run(v1.global_variables_initializer())
                 saver.save(session, checkpoint)
             session.run(spec.train_op)
-            return {variable.op.name: session.run(variable) for variable in v1.global_variables()}
+            values = {variable.op.name: session.run(variable) for variable in v1.global_variables()}
+            return values, len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
 
 
 @pytest.mark.parametrize("fine_tuning", [False, True])
@@ -343,12 +344,13 @@ def test_two_towers_share_one_module_and_step_as_one_device(tmp_path, fine_tunin
     statistics, so only the names (and one module, not one per tower) are compared."""
     params = make_params(fine_tuning=fine_tuning, optimizer="SGD", learning_rate=0.5, dropout_rate=0.0)
     checkpoint = str(tmp_path / "start")
-    one = one_step_values(params, checkpoint)
-    two = one_step_values(params, checkpoint, ("/cpu:0", "/cpu:1"))
+    one, one_updates = one_step_values(params, checkpoint)
+    two, two_updates = one_step_values(params, checkpoint, ("/cpu:0", "/cpu:1"))
 
     assert sorted(two) == sorted(one)
     assert len([name for name in two if name.startswith(MODULE_PREFIX)]) == MODULE_VARIABLES
     assert two["global_step"] == one["global_step"] == 1
+    assert two_updates == one_updates == (10 if fine_tuning else 0)  # the first tower's moving-average updates
     if not fine_tuning:
         for name in one:
             np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
