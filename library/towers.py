@@ -11,8 +11,9 @@ between both. Evaluation, prediction and export call the model_fn as it is, on o
 Two seams for the model_fn, both pass-throughs outside a replicated training call, so one model_fn
 serves every mode and device count:
 
-- :func:`optimizer` wraps its optimizer: ``minimize()`` records the tower's gradients; the
-  replicated model_fn applies their average once all towers are built.
+- :func:`optimizer` builds its optimizer once for all towers (one set of the optimizer's own
+  variables, e.g. a mixed-precision loss scale) and wraps it: ``minimize()`` records the
+  tower's gradients; the replicated model_fn applies their average once all towers are built.
 - :func:`create_once` builds an object that owns variables (a ``hub.Module``) in the first tower
   and hands the same object to the others: a second ``hub.Module`` would make a second set.
 
@@ -71,11 +72,15 @@ class _Replication:
 
 
 _active: Optional[_Replication] = None  # set while a tower's model_fn builds its graph
+_OPTIMIZER_KEY = "towers.optimizer"
 
 
-def optimizer(inner):
-    """``inner`` as the model_fn's optimizer: itself on one device; in a tower one whose ``minimize`` records gradients."""
-    return inner if _active is None else _TowerOptimizer(inner, _active)
+def optimizer(factory: Callable):
+    """The model_fn's optimizer, ``factory()``: as it is on one device; in towers built once and wrapped so that
+    ``minimize`` records each tower's gradients (an optimizer per tower would make its variables once per tower)."""
+    if _active is None:
+        return factory()
+    return _TowerOptimizer(create_once(_OPTIMIZER_KEY, factory), _active)
 
 
 def create_once(key: str, factory: Callable):
@@ -100,8 +105,7 @@ class _TowerOptimizer:
             gradients = self._inner.compute_gradients(loss, var_list=var_list, colocate_gradients_with_ops=True)
         replication = self._replication
         replication.gradients.append(gradients)
-        if replication.optimizer is None:
-            replication.optimizer, replication.global_step = self._inner, global_step
+        replication.optimizer, replication.global_step = self._inner, global_step
         return tf.no_op(name=name or "tower_step")
 
 
@@ -160,7 +164,7 @@ def _placement(device: str) -> Callable:
 def _train_spec(specs: list, replication: _Replication) -> tf.estimator.EstimatorSpec:
     """The first tower's spec with the mean loss and one step applying the towers' mean gradients."""
     if len(replication.gradients) != len(specs):
-        raise ValueError("a replicated model_fn must build its train_op with towers.optimizer(optimizer).minimize")
+        raise ValueError("a replicated model_fn must build its train_op with towers.optimizer(factory).minimize")
     count = len(specs)
     with tf.device(VARIABLE_DEVICE):
         loss = tf.add_n([spec.loss for spec in specs]) / count

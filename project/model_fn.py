@@ -109,13 +109,14 @@ def loss_terms(labels, logits, params):
 def train_op(loss, params):
     """One optimizer step on the trainable variables, running the batch-norm UPDATE_OPS with it.
 
-    Under tower replication (``library.towers``) each tower's optimizer records its gradients and
-    one step applies their average, with the first tower's UPDATE_OPS.
+    Under tower replication (``library.towers``) the towers share one optimizer (one loss scale
+    with mixed precision), each records its gradients and one step applies their average, with
+    the first tower's UPDATE_OPS.
     """
     global_step = v1.train.get_or_create_global_step()
     rate = learning_rate(params, global_step)
     v1.summary.scalar("learning_rate", rate)
-    optimizer = towers.optimizer(with_mixed_precision(_OPTIMIZERS[params["optimizer"]](rate, params), params))
+    optimizer = towers.optimizer(lambda: with_mixed_precision(_OPTIMIZERS[params["optimizer"]](rate, params), params))
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         return optimizer.minimize(loss, global_step=global_step)
 

@@ -28,7 +28,7 @@ def model_fn(features, labels, mode, params):
     v1.add_to_collection(v1.GraphKeys.UPDATE_OPS, mean.assign(tf.reduce_mean(features["x"], 0), read_value=False))
     loss = v1.losses.mean_squared_error(labels, tf.matmul(features["x"], weights))
     v1.summary.scalar("loss", loss)
-    optimizer = towers.optimizer(v1.train.GradientDescentOptimizer(params["learning_rate"]))
+    optimizer = towers.optimizer(lambda: v1.train.GradientDescentOptimizer(params["learning_rate"]))
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         train_op = optimizer.minimize(loss, v1.train.get_or_create_global_step())
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
@@ -117,3 +117,22 @@ def test_the_training_input_batches_the_global_batch_on_the_host():
     towers.Towers(TWO_TOWERS).input_fn(lambda input_context=None: contexts.append(input_context))()
     assert contexts[0].num_replicas_in_sync == contexts[0].num_input_pipelines == 1
     assert contexts[0].get_per_replica_batch_size(BATCH) == BATCH
+
+
+def test_the_towers_share_one_optimizer():
+    """One optimizer, so its own variables (a mixed-precision loss scale, here a counter) exist once, as on one device."""
+    built = []
+
+    def counting_optimizer():
+        built.append(v1.Variable(0, name="optimizer_state"))
+        return v1.train.GradientDescentOptimizer(0.1)
+
+    def counting_model_fn(features, labels, mode, params):
+        loss = v1.losses.mean_squared_error(labels, features["x"][:, :1] * v1.get_variable("w", [], tf.float32))
+        train_op = towers.optimizer(counting_optimizer).minimize(loss, v1.train.get_or_create_global_step())
+        return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op)
+
+    features, labels = batch()
+    towers.replicate_model_fn(counting_model_fn, TWO_TOWERS)(features, labels, ModeKeys.TRAIN, {})
+    assert len(built) == 1
+    assert sorted(variable.op.name for variable in v1.global_variables()) == ["global_step", "optimizer_state", "w"]
