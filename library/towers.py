@@ -152,6 +152,7 @@ def _tower(replication: _Replication, tower: int, device: str):
 
 
 def _replace_collections(graph, contents: dict) -> None:
+    """Set the graph's collections in place: ``get_collection_ref`` lists are what later calls read."""
     for key, values in contents.items():
         graph.get_collection_ref(key)[:] = values
 
