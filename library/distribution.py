@@ -3,7 +3,8 @@
 The ``distribution`` option picks one of:
 
 - ``none``: one device, the run loop's own train/evaluate cycles.
-- ``mirrored``: synchronous all-reduce over this machine's GPUs (``MirroredStrategy``).
+- ``mirrored``: synchronous training on this machine's GPUs: all-reduce (``MirroredStrategy``), or
+  for a model no strategy can mirror, tower replication (``library.towers``).
 - ``multi_worker``: synchronous collective all-reduce across machines
   (``tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy``), cluster from TF_CONFIG.
 - ``parameter_server``: asynchronous between-graph replication with ps tasks, cluster from
@@ -166,7 +167,35 @@ def _training_workers(tf_config: dict) -> int:
     return sum(len(cluster.get(task_type, [])) for task_type in TRAINING_TASKS) if cluster else 1
 
 
-def train_strategy(distribution: str) -> Optional[tf.compat.v1.distribute.Strategy]:
+def mirrored_devices(num_gpus: Optional[int] = None) -> list:
+    """The devices ``mirrored`` trains on: the first ``num_gpus`` GPUs (all by default).
+
+    Without a GPU: ``num_gpus`` virtual CPU devices (a test aid: the same code path, no speed-up;
+    :func:`with_virtual_cpus` creates them), else the CPU alone with a warning.
+    """
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    if gpus and num_gpus and num_gpus > gpus:
+        raise ConfigError(f"num_gpus: {num_gpus}, but this machine has {gpus} GPU(s); lower it or leave it unset for all")
+    if gpus:
+        return [f"/gpu:{index}" for index in range(num_gpus or gpus)]
+    if num_gpus is None:
+        print("warning: distribution mirrored: no GPU found; training with one replica on the CPU", file=sys.stderr)
+    return [f"/cpu:{index}" for index in range(num_gpus or 1)]
+
+
+def with_virtual_cpus(session_config: tf.compat.v1.ConfigProto, distribution: str,
+                      num_gpus: Optional[int]) -> tf.compat.v1.ConfigProto:
+    """``session_config`` with ``num_gpus`` CPU devices when ``mirrored`` asks for several on a machine without GPUs.
+
+    Graph-mode sessions create their devices from ``device_count``, so this works after
+    TensorFlow has started, unlike ``tf.config.set_logical_device_configuration``.
+    """
+    if distribution == "mirrored" and num_gpus and not tf.config.list_physical_devices("GPU"):
+        session_config.device_count["CPU"] = num_gpus
+    return session_config
+
+
+def train_strategy(distribution: str, num_gpus: Optional[int] = None) -> Optional[tf.compat.v1.distribute.Strategy]:
     """The ``RunConfig(train_distribute=...)`` for ``distribution``; None for none and parameter_server.
 
     ``eval_distribute`` stays None on purpose: a distributed evaluation averages per-replica
@@ -174,9 +203,7 @@ def train_strategy(distribution: str) -> Optional[tf.compat.v1.distribute.Strate
     compare losses computed exactly as on one machine.
     """
     if distribution == "mirrored":
-        if not tf.config.list_physical_devices("GPU"):
-            print("warning: distribution mirrored: no GPU found; training with one replica on the CPU", file=sys.stderr)
-        return tf.compat.v1.distribute.MirroredStrategy()
+        return tf.compat.v1.distribute.MirroredStrategy(mirrored_devices(num_gpus))
     if distribution == "multi_worker":
         return tf.compat.v1.distribute.experimental.MultiWorkerMirroredStrategy()
     return None

@@ -27,7 +27,8 @@ import time
 
 import numpy as np
 
-from library import atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory
+from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory,
+                     towers)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.experiment import Experiment
@@ -52,7 +53,7 @@ def session_config(settings) -> tf.compat.v1.ConfigProto:
     session.gpu_options.allow_growth = True
     if settings.xla:
         session.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
-    return session
+    return distribution.with_virtual_cpus(session, settings.distribution, settings.num_gpus)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,8 +66,11 @@ class Run:
 
     def estimator(self, model_dir=None, *, strategy=None, tf_config=None,
                   save_checkpoints_steps=None) -> tf.estimator.Estimator:
-        """The experiment's model_fn in an Estimator configured from the run options (and a strategy to train with)."""
+        """The experiment's model_fn in an Estimator configured from the run options (and a strategy or towers to train with)."""
         settings = self.settings
+        model_fn = self.experiment.model_fn
+        if isinstance(strategy, towers.Towers):
+            model_fn, strategy = strategy.replicate(model_fn), None
         run_config = tf.estimator.RunConfig(
             model_dir=model_dir or settings.model_dir,
             tf_random_seed=settings.random_seed,
@@ -78,7 +82,7 @@ class Run:
             log_step_count_steps=None,  # the progress bar reports speed instead
             train_distribute=strategy,
         )
-        return tf.estimator.Estimator(self.experiment.model_fn, config=run_config, params=self.params)
+        return tf.estimator.Estimator(model_fn, config=run_config, params=self.params)
 
     def with_params(self, **extra) -> "Run":
         """This run with ``extra`` added to the params (e.g. a training run's step counts for the model_fn)."""
@@ -189,17 +193,19 @@ def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan
 
 
 def training_strategy(run: Run):
-    """The tf.distribute strategy to train with, if the experiment's model can run under one."""
+    """The tf.distribute strategy to train with, or for ``mirrored`` with a model no strategy can mirror the towers
+    that replicate it (None on one device)."""
     settings = run.settings
-    strategy = distribution.train_strategy(settings.distribution)
+    if settings.distribution == "mirrored" and not run.experiment.supports_distribution_strategies:
+        devices = distribution.mirrored_devices(settings.num_gpus)
+        return towers.Towers(tuple(devices)) if len(devices) > 1 else None
+    strategy = distribution.train_strategy(settings.distribution, settings.num_gpus)
     if strategy is None or run.experiment.supports_distribution_strategies:
         return strategy
-    if settings.distribution == "mirrored" and strategy.num_replicas_in_sync == 1:
-        return None  # one device either way: train without the strategy
     raise ConfigError(
         f"distribution {settings.distribution}: this model's variables cannot be mirrored by tf.distribute "
         "(see supports_distribution_strategies in the experiment); use distribution parameter_server for several "
-        "machines or GPUs, or none"
+        "machines, mirrored for several GPUs of one machine, or none"
     )
 
 
@@ -251,6 +257,8 @@ class Training:
         best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
         train_input_fn = distribution.training_input_fn(run.experiment.input_fn, run.params, settings.distribution,
                                                         tf_config)
+        if isinstance(strategy, towers.Towers):
+            train_input_fn = strategy.input_fn(train_input_fn)
         return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn)
 
     def run_task(self, task_type: str) -> int:

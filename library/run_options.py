@@ -27,6 +27,8 @@ RUN_LOOP_OPTIONS = (
            "before each evaluation, batch-norm statistics recomputed over this many train_batch_size batches of "
            "training images preprocessed like evaluation, into the evaluated checkpoint; 0 = off", valid=NON_NEGATIVE),
     Option("distribution", str, "none", "none, mirrored (local GPUs), multi_worker or parameter_server (TF_CONFIG)", choices=DISTRIBUTIONS),
+    Option("num_gpus", int, None, "mirrored: GPUs to train on, default all; without a GPU, that many virtual CPU "
+           "devices run the same code (a test aid)", valid=AT_LEAST_1),
     Option("report_file", str, None, "evaluate mode: also write the evaluation report (confusion matrix, per-class figures) as JSON here"),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),
     Option("output", str, None, "export_hub mode: directory for the hub module"),

@@ -28,7 +28,8 @@ class ImageClassifier(Experiment):
     # outside the scope of any tf.distribute strategy, which therefore cannot mirror them:
     # MirroredStrategy fails with "colocate_vars_with must only be passed a variable created in
     # this tf.distribute.Strategy.scope()". Estimator's parameter-server replication needs no
-    # strategy and works with hub modules.
+    # strategy and works with hub modules; so does mirrored's tower replication (library/towers.py),
+    # through the two seams in model_fn.py (towers.create_once, towers.optimizer).
     supports_distribution_strategies = False
 
     def model_fn(self, features, labels, mode, params):

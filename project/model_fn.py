@@ -18,7 +18,7 @@ regularization losses (imported by hub.Module when trainable) join the loss. A m
 without a ``train`` variant is fine-tuned through its inference graph.
 """
 
-from library import hub_module
+from library import hub_module, towers
 from library.tensorflow_env import import_tensorflow
 from project import feature_extractor, preprocessing
 from project.networks import layers
@@ -74,12 +74,12 @@ def extract_features(images, training, params):
     """Features [batch, D] of the module ``params["hub_module"]``, trainable when fine-tuning."""
     extractor = feature_extractor.resolve(params)
     fine_tuning, use = params["fine_tuning"], extractor.use
-    module = hub.Module(
+    module = towers.create_once(MODULE_SCOPE, lambda: hub.Module(  # one module, one set of variables, for all towers
         extractor.spec,
         trainable=fine_tuning,
         tags=hub_module.TRAIN_TAGS if training and fine_tuning and use.has_train_variant else None,
         name=MODULE_SCOPE,
-    )
+    ))
     return module({use.input_name: images}, signature=use.signature, as_dict=True)[use.output]
 
 
@@ -107,11 +107,16 @@ def loss_terms(labels, logits, params):
 
 
 def train_op(loss, params):
-    """One optimizer step on the trainable variables, running the batch-norm UPDATE_OPS with it."""
+    """One optimizer step on the trainable variables, running the batch-norm UPDATE_OPS with it.
+
+    Under tower replication (``library.towers``) the towers share one optimizer (one loss scale
+    with mixed precision), each records its gradients and one step applies their average, with
+    the first tower's UPDATE_OPS.
+    """
     global_step = v1.train.get_or_create_global_step()
     rate = learning_rate(params, global_step)
     v1.summary.scalar("learning_rate", rate)
-    optimizer = with_mixed_precision(_OPTIMIZERS[params["optimizer"]](rate, params), params)
+    optimizer = towers.optimizer(lambda: with_mixed_precision(_OPTIMIZERS[params["optimizer"]](rate, params), params))
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         return optimizer.minimize(loss, global_step=global_step)
 

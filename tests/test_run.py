@@ -33,6 +33,7 @@ COLORS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
 IMAGES_PER_CLASS = 8
 BATCH = 8
 STEPS_PER_EPOCH = len(COLORS) * IMAGES_PER_CLASS // BATCH
+TWO_TOWERS = ("--distribution", "mirrored", "--num_gpus", "2")  # two virtual CPU devices on a machine without GPUs
 
 
 def write_images(folder, seed):
@@ -207,11 +208,12 @@ def test_same_seed_same_training(project, tmp_path):
     )
 
 
-def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path):
+@pytest.mark.parametrize("devices", [(), TWO_TOWERS], ids=["one_device", "two_towers"])
+def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, devices):
     epochs = 60
     command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
                "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best"),
-               "--train_epochs", str(epochs), "--epochs_between_evals", "20", "--save_checkpoints_secs", "1"]
+               "--train_epochs", str(epochs), "--epochs_between_evals", "20", "--save_checkpoints_secs", "1", *devices]
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 180
@@ -410,6 +412,8 @@ def test_dry_run_writes_nothing(project, tmp_path, capsys):
     (["--hub_output", "small_cnn/conv4"], "hub_output small_cnn/conv4 of module small_cnn has shape "
                                           "(None, 4, 4, 64), not [batch, features]"),
     (["--mode", "predict", "--top_k", "4"], "top_k: 4 is not between 0 and the 3 classes of"),
+    (["--distribution", "mirrored", "--num_gpus", "2", "--train_batch_size", "7"],
+     "train_batch_size: 7 does not split evenly across 2 replicas; use a multiple of 2"),
 ])
 def test_user_mistakes_are_one_line_errors(project, tmp_path, capsys, argv, message):
     assert run_main(project, tmp_path, *argv) == 2
@@ -454,7 +458,7 @@ def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_pa
     assert_reported(tmp_path, [entry["global_step"] for entry in evaluations(tmp_path)])
 
 
-def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(project, tmp_path, capsys, monkeypatch):
+def test_mirrored_on_one_device_trains_and_multi_worker_is_refused(project, tmp_path, capsys, monkeypatch):
     assert run_main(project, tmp_path, "--distribution", "mirrored", "--train_epochs", "2") == 0
     assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == 2 * STEPS_PER_EPOCH
     capsys.readouterr()
@@ -463,7 +467,26 @@ def test_mirrored_on_one_device_trains_and_strategies_over_several_are_refused(p
     err = capsys.readouterr().err
     assert err == ("error: distribution multi_worker: this model's variables cannot be mirrored by tf.distribute "
                    "(see supports_distribution_strategies in the experiment); use distribution parameter_server for "
-                   "several machines or GPUs, or none\n")
+                   "several machines, mirrored for several GPUs of one machine, or none\n")
+
+
+def test_two_towers_train_and_one_device_evaluates_exports_and_resumes_their_checkpoints(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, *TWO_TOWERS, "--train_epochs", "2") == 0
+    assert "tower_1/" in (tmp_path / "model" / "graph.pbtxt").read_text()  # the model_fn ran as two towers
+    assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == 2 * STEPS_PER_EPOCH  # one step a batch
+    record = BestCheckpoint(str(tmp_path / "best")).record
+    assert record["step"] == 2 * STEPS_PER_EPOCH
+
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "evaluate", "--model", "best") == 0
+    printed = dict(line.split(" = ") for line in capsys.readouterr().out.splitlines() if " = " in line)
+    assert float(printed["loss"]) == pytest.approx(record["loss"], rel=1e-5)
+    assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export")) == 0
+    assert len(os.listdir(tmp_path / "export")) == 1
+
+    assert run_main(project, tmp_path, "--train_epochs", "4") == 0  # one device resumes the towers' run ...
+    assert run_main(project, tmp_path, *TWO_TOWERS, "--train_epochs", "6") == 0  # ... and two towers resume that
+    assert [entry["global_step"] for entry in evaluations(tmp_path)] == [6, 12, 18]
 
 
 # --- no silent wrong answers, no hangs, one line per failure ---

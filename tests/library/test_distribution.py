@@ -201,6 +201,38 @@ def test_no_strategy_without_replicas_to_mirror(distribution_name):
     assert distribution.train_strategy(distribution_name) is None
 
 
+def gpus(monkeypatch, count):
+    """Pretend this machine has ``count`` GPUs."""
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu"] * count if kind == "GPU" else [])
+
+
+@pytest.mark.parametrize("visible, num_gpus, devices", [
+    (4, None, ["/gpu:0", "/gpu:1", "/gpu:2", "/gpu:3"]),
+    (4, 2, ["/gpu:0", "/gpu:1"]),
+    (0, 2, ["/cpu:0", "/cpu:1"]),  # virtual CPU devices, a test aid
+    (0, None, ["/cpu:0"]),
+])
+def test_mirrored_trains_on_all_gpus_or_num_gpus(monkeypatch, visible, num_gpus, devices):
+    gpus(monkeypatch, visible)
+    assert distribution.mirrored_devices(num_gpus) == devices
+
+
+def test_more_gpus_than_the_machine_has_is_a_one_line_error(monkeypatch):
+    gpus(monkeypatch, 2)
+    with pytest.raises(ConfigError) as error:
+        distribution.mirrored_devices(4)
+    assert str(error.value) == "num_gpus: 4, but this machine has 2 GPU(s); lower it or leave it unset for all"
+
+
+@pytest.mark.parametrize("visible, distribution_name, num_gpus, cpus", [
+    (0, "mirrored", 3, 3), (0, "mirrored", None, 1), (0, "none", 3, 1), (2, "mirrored", 2, 1)])
+def test_virtual_cpu_devices_only_for_mirrored_num_gpus_without_a_gpu(monkeypatch, visible, distribution_name,
+                                                                       num_gpus, cpus):
+    gpus(monkeypatch, visible)
+    config = distribution.with_virtual_cpus(tf.compat.v1.ConfigProto(), distribution_name, num_gpus)
+    assert config.device_count.get("CPU", 1) == cpus
+
+
 def test_multi_worker_counts_the_replicas_of_the_whole_cluster(monkeypatch):
     cluster = {"chief": ["127.0.0.1:1"], "worker": ["127.0.0.1:2", "127.0.0.1:3"]}
     set_tf_config(monkeypatch, tf_config(cluster, "worker"))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_hub as hub
 
+from library import towers
 from project import feature_extractor, model_fn
 from project.options import OPTIONS
 from tests.conftest import tf
@@ -311,3 +312,48 @@ def test_exported_module_follows_tfhub_conventions(exported_module):
     assert outputs["default"].shape.as_list() == [2, 64]
     assert outputs["small_cnn/conv4"].shape.as_list() == [2, IMAGE_SIZE // 4, IMAGE_SIZE // 4, 64]
     assert not os.path.exists(os.path.join(exported_module, "random_weights.txt"))
+
+
+# --- tower replication (library/towers.py) ---
+
+TWO_CPUS = v1.ConfigProto(device_count={"CPU": 2}, allow_soft_placement=True)
+
+
+def one_step_values(params, checkpoint, devices=()):
+    """({variable: value} after one SGD step on the fixed batch, from ``checkpoint`` (written first if missing), the
+    number of UPDATE_OPS), the model_fn replicated over ``devices`` if any. Restoring by name needs the same names."""
+    with tf.Graph().as_default():
+        features, labels = fixed_batch()
+        function = towers.replicate_model_fn(model_fn.model_fn, devices) if devices else model_fn.model_fn
+        spec = function(features, labels, ModeKeys.TRAIN, params)
+        saver = v1.train.Saver()
+        with v1.Session(config=TWO_CPUS) as session:
+            if os.path.exists(checkpoint + ".index"):
+                saver.restore(session, checkpoint)
+            else:
+                session.run(v1.global_variables_initializer())
+                saver.save(session, checkpoint)
+            session.run(spec.train_op)
+            values = {variable.op.name: session.run(variable) for variable in v1.global_variables()}
+            return values, len(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+
+
+@pytest.mark.parametrize("fine_tuning", [False, True])
+def test_two_towers_share_one_module_and_step_as_one_device(tmp_path, fine_tuning):
+    """Frozen module: the same step as one device. Fine-tuned: batch norm normalizes each tower's half by its own
+    statistics, so only the names (and one module, not one per tower) are compared."""
+    params = make_params(fine_tuning=fine_tuning, optimizer="SGD", learning_rate=0.5, dropout_rate=0.0)
+    checkpoint = str(tmp_path / "start")
+    one, one_updates = one_step_values(params, checkpoint)
+    two, two_updates = one_step_values(params, checkpoint, ("/cpu:0", "/cpu:1"))
+
+    assert sorted(two) == sorted(one)
+    assert len([name for name in two if name.startswith(MODULE_PREFIX)]) == MODULE_VARIABLES
+    assert two["global_step"] == one["global_step"] == 1
+    assert two_updates == one_updates == (10 if fine_tuning else 0)  # the first tower's moving-average updates
+    if not fine_tuning:
+        for name in one:
+            np.testing.assert_allclose(two[name], one[name], rtol=1e-5, atol=1e-6, err_msg=name)
+        with tf.Graph().as_default():
+            start = tf.train.load_variable(checkpoint, HEAD_KERNEL)
+        assert not np.allclose(one[HEAD_KERNEL], start)  # the step did train the head
