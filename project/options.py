@@ -17,7 +17,7 @@ PROJECT_OPTIONS = (
     Option("eval_batch_size", int, 64, "evaluation and prediction batch size", valid=AT_LEAST_1),
     Option("shuffle_buffer", int, 2048, "records held in the training shuffle buffer", valid=AT_LEAST_1),
     Option("cycle_length", int, 8, "TFRecord files read at once by the interleave", valid=AT_LEAST_1),
-    Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = tf.data.AUTOTUNE",
+    Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = one per CPU core",
            valid=NON_NEGATIVE),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
