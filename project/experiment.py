@@ -14,7 +14,8 @@ from library.config import ConfigError
 from library.experiment import Experiment
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import parse_shard_filename
-from project import feature_extractor, input_benchmark, input_fn as inputs, model_fn as model, raw_images, record_schema
+from project import (cached_features, feature_extractor, input_benchmark, input_fn as inputs, model_fn as model, raw_images,
+                     record_schema)
 from project.options import HYPERPARAMETER_OPTIONS, PROJECT_OPTIONS
 
 tf = import_tensorflow()
@@ -36,6 +37,8 @@ class ImageClassifier(Experiment):
         return model.model_fn(features, labels, mode, params)
 
     def input_fn(self, params, mode, input_context=None):
+        if params.get("cache_features"):
+            return cached_features.input_fn(params, mode, input_context)
         return inputs.input_fn(params, mode, input_context)
 
     def recalibration_input_fn(self, params):
@@ -69,6 +72,7 @@ class ImageClassifier(Experiment):
             raise ConfigError(f"top_k: {top_k} is not between 0 and the {len(class_names)} classes of {labels_file}")
         params = {**values, "class_names": class_names, "num_classes": len(class_names)}
         try:
+            cached_features.check(params)
             for warning in feature_extractor.check(params):
                 print(warning, file=sys.stderr, flush=True)
             params["image_size"] = feature_extractor.input_image_size(params)

@@ -96,6 +96,13 @@ def describe(params) -> str:
     )
 
 
+def network_key(params):
+    """What a project network's weights depend on (its hyperparameters and seed); None for a module."""
+    if params["hub_module"] not in NETWORKS:
+        return None
+    return [_settings(params), params.get("random_seed")]
+
+
 def configured_size(params) -> int:
     """The ``image_size`` option, or its default where it is null."""
     return params.get("image_size") or DEFAULT_IMAGE_SIZE

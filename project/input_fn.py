@@ -27,6 +27,7 @@ change them, and each epoch gets new ones.
 """
 
 import functools
+import os
 import random
 
 from library.tensorflow_env import import_tensorflow

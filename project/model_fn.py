@@ -5,6 +5,9 @@
 ``features["image"]`` is float32 [batch, S, S, 3] in [0, 255] with S from
 ``feature_extractor.input_image_size``; ``labels`` are int32 or int64 class ids [batch].
 Other features (the file name in batch prediction) are passed through to the predictions.
+With ``cache_features`` the input gives the frozen module's features instead of the image
+(``features[CACHED_FEATURES]``, ``project/cached_features.py``); the graph then holds the
+same variables, so the checkpoints are the full model's.
 In evaluation the metrics also hold what the evaluation report (``library/evaluation_report.py``)
 is made of: the confusion matrix and the most confidently wrong images.
 
@@ -35,6 +38,7 @@ SUMMARY_IMAGES = 3
 TOP_K = 5
 MISTAKES = 16  # Most confidently wrong images kept by an evaluation.
 MISTAKE_THUMBNAIL = 96  # Longest edge of a kept mistake image; larger ones are scaled down.
+CACHED_FEATURES = "cached_features"  # features[...] of the module's output computed beforehand (cache_features)
 
 _OPTIMIZERS = {
     "Adam": lambda learning_rate, params: v1.train.AdamOptimizer(
@@ -48,10 +52,9 @@ _OPTIMIZERS = {
 def model_fn(features, labels, mode, params):
     """The EstimatorSpec of ``mode`` for classifying ``features["image"]`` into ``params["num_classes"]`` classes."""
     training = mode == ModeKeys.TRAIN
-    images = preprocessing.to_module_range(features["image"])
-    logits = classification_head(extract_features(images, training, params), training, params)
+    logits = classification_head(extract_features(features, training, params), training, params)
     if mode == ModeKeys.PREDICT:
-        other_features = {name: value for name, value in features.items() if name != "image"}
+        other_features = {name: value for name, value in features.items() if name not in ("image", CACHED_FEATURES)}
         return predict_spec(logits, params["class_names"], other_features, params["top_k"])
     cross_entropy, weight_decay = loss_terms(labels, logits, params)
     module_regularization = tf.identity(v1.losses.get_regularization_loss(), name="module_regularization")
@@ -66,21 +69,37 @@ def model_fn(features, labels, mode, params):
     v1.summary.scalar("loss/module_regularization", module_regularization)
     correct = tf.equal(tf.argmax(logits, 1, output_type=labels.dtype), labels)
     v1.summary.scalar("accuracy", tf.reduce_mean(tf.cast(correct, tf.float32)))
-    v1.summary.image("images", images, max_outputs=SUMMARY_IMAGES)
+    if "image" in features:
+        v1.summary.image("images", preprocessing.to_module_range(features["image"]), max_outputs=SUMMARY_IMAGES)
     return tf.estimator.EstimatorSpec(mode, loss=loss, train_op=train_op(loss, params))
 
 
-def extract_features(images, training, params):
-    """Features [batch, D] of the module ``params["hub_module"]``, trainable when fine-tuning."""
+def extract_features(features, training, params):
+    """Features [batch, D] of the module ``params["hub_module"]`` (trainable when fine-tuning) on
+    ``features["image"]``, or the module's features cached beforehand (``features[CACHED_FEATURES]``,
+    project/cached_features.py): the module's variables are created either way, so checkpoints hold the whole model."""
+    module = feature_module(training, params)
+    if CACHED_FEATURES in features:
+        return features[CACHED_FEATURES]
+    return apply_module(module, features["image"], params)
+
+
+def feature_module(training, params):
+    """The hub.Module of ``params["hub_module"]`` in this graph, trainable when fine-tuning."""
     extractor = feature_extractor.resolve(params)
     fine_tuning, use = params["fine_tuning"], extractor.use
-    module = towers.create_once(MODULE_SCOPE, lambda: hub.Module(  # one module, one set of variables, for all towers
+    return towers.create_once(MODULE_SCOPE, lambda: hub.Module(  # one module, one set of variables, for all towers
         extractor.spec,
         trainable=fine_tuning,
         tags=hub_module.TRAIN_TAGS if training and fine_tuning and use.has_train_variant else None,
         name=MODULE_SCOPE,
     ))
-    return module({use.input_name: images}, signature=use.signature, as_dict=True)[use.output]
+
+
+def apply_module(module, images, params):
+    """The features [batch, D] ``module`` gives for float32 images [batch, S, S, 3] in [0, 255]."""
+    use = feature_extractor.resolve(params).use
+    return module({use.input_name: preprocessing.to_module_range(images)}, signature=use.signature, as_dict=True)[use.output]
 
 
 def classification_head(features, training, params):
@@ -183,7 +202,7 @@ def report_metrics(labels, logits, features, num_classes):
         batch["filename"] = features["filename"]
     # This batch's worst first, so that only the few candidates are scaled down.
     batch = _most_probable(batch, tf.minimum(MISTAKES, tf.shape(confidence)[0]))
-    batch["image"] = _thumbnails(batch["image"])
+    batch["image"] = thumbnails(batch["image"])
     kept = {
         name: _metric_variable(f"mistakes_{name}", tf.fill([MISTAKES], -1.0) if name == "probability"
                                else tf.zeros([MISTAKES, *value.shape[1:]], value.dtype))
@@ -208,7 +227,7 @@ def _most_probable(fields, count):
     return {name: tf.gather(value, rows) for name, value in fields.items()}
 
 
-def _thumbnails(images):
+def thumbnails(images):
     """float32 [0, 255] images as uint8, scaled down to at most ``MISTAKE_THUMBNAIL`` pixels on the longer edge."""
     height, width = images.shape[1:3]
     scale = MISTAKE_THUMBNAIL / max(height, width)

@@ -19,6 +19,8 @@ PROJECT_OPTIONS = (
     Option("cycle_length", int, 8, "TFRecord files read at once by the interleave", valid=AT_LEAST_1),
     Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = one per CPU core",
            valid=NON_NEGATIVE),
+    Option("cache_features", bool, False, "fine_tuning False: compute the frozen module's features of every image once, "
+           "beside model_dir, and train and evaluate the head on them (README: Feature cache)"),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
 )
@@ -50,6 +52,8 @@ HYPERPARAMETER_OPTIONS = (
            valid=PROBABILITY_BELOW_1),
     Option("random_flip", bool, True, "random horizontal flips in training", HP),
     Option("min_crop_area", float, 0.08, "smallest fraction of the image a training crop covers", HP, valid=FRACTION),
+    Option("cached_views", int, 0, "cache_features: random training crops cached per image, one shown each epoch "
+           "(0: the evaluation's centre crop, no augmentation)", HP, valid=NON_NEGATIVE),
     Option("eval_crop_fraction", float, 0.875, "fraction of the image kept by the evaluation central crop", HP,
            valid=FRACTION),
     Option("mixed_precision", bool, False, "float16 compute with loss scaling (GPU only; ignored on CPU)", HP),

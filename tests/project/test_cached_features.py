@@ -1,0 +1,124 @@
+"""cache_features: the head trains and evaluates on features computed once, keyed so nothing stale is read."""
+
+import glob
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import run
+from library import atomic_file, config, feature_cache, hub_module
+from project import cached_features, record_schema
+from project.experiment import ImageClassifier
+from project.networks import NETWORKS
+from project.options import OPTIONS
+from tests.conftest import tf
+from tests.test_run import project, run_main, serve  # noqa: F401 (project: the tiny data set fixture)
+
+EVAL = tf.estimator.ModeKeys.EVAL
+TRAIN = tf.estimator.ModeKeys.TRAIN
+experiment = ImageClassifier()
+
+
+@pytest.fixture(scope="module")
+def frozen_module(tmp_path_factory):
+    """small_cnn at 16x16 as a module on disk, marked pretrained so that the head can train on it frozen."""
+    module_dir = str(tmp_path_factory.mktemp("module") / "small_cnn")
+    hub_module.export_spec(hub_module.create_spec(NETWORKS["small_cnn"], 16, {}, seed=0), module_dir)
+    os.remove(os.path.join(module_dir, hub_module.RANDOM_WEIGHTS_FILE))
+    return module_dir
+
+
+def params_of(project_file, out, *argv):
+    """The params run.py builds for the tiny set with ``argv``."""
+    settings, _ = config.parse(OPTIONS, ["--project_file", str(project_file), "--config_set", "tiny",
+                                         "--model_dir", str(out / "model"), "--no-fine_tuning", *argv], prog="run.py")
+    return experiment.make_params(settings.as_dict())
+
+
+def cache_files(out):
+    return sorted(os.path.basename(path) for path in glob.glob(str(out / "model-feature-cache" / "*")))
+
+
+def test_cache_features_with_fine_tuning_is_a_one_line_error(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--cache_features", "--fine_tuning") == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: cache_features: a fine-tuned module's features change every step") and "\n" not in error
+    assert not os.path.exists(tmp_path / "model")
+
+
+def test_cached_training_evaluates_as_the_exported_model_serves(project, frozen_module, tmp_path, capsys):
+    argv = ("--hub_module", frozen_module, "--no-fine_tuning", "--cache_features")
+    assert run_main(project, tmp_path, *argv, "--train_epochs", "2", "--epochs_between_evals", "1") == 0
+    stdout = capsys.readouterr().out
+    assert stdout.count("cached in") == 2  # each file computed once, then read by every cycle
+    assert [name.split("-")[0] for name in cache_files(tmp_path)] == ["eval", "train"]
+    assert run_main(project, tmp_path, *argv, "--mode", "export", "--export_dir", str(tmp_path / "export")) == 0
+
+    params = params_of(project, tmp_path, *argv)
+    estimator = tf.estimator.Estimator(experiment.model_fn, str(tmp_path / "model"), params=params)
+    cached = list(estimator.predict(lambda: cached_features.input_fn(params, EVAL)))
+    assert len(cached) == 24 and cached[0]["probabilities"].shape == (3,)
+    encoded = {}
+    for path in sorted(glob.glob(params["eval_data"])):
+        for record in tf.compat.v1.io.tf_record_iterator(path):
+            fields = tf.train.Example.FromString(record).features.feature
+            encoded[fields[record_schema.FILENAME].bytes_list.value[0]] = fields[record_schema.ENCODED].bytes_list.value[0]
+    (saved_model,) = os.listdir(tmp_path / "export")
+    served = serve(str(tmp_path / "export" / saved_model), [encoded[row["filename"]] for row in cached])
+    np.testing.assert_allclose(served["probabilities"], [row["probabilities"] for row in cached], atol=1e-5)
+
+
+def test_the_cache_is_keyed_by_the_data_the_module_and_the_preprocessing(project, frozen_module, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(project.parent / "data", data)
+    base = ("--hub_module", frozen_module, "--cache_features", "--train_data", str(data / "train" / "train-*.tfrecord"))
+
+    def paths(*argv):
+        params = params_of(project, tmp_path, *base, *argv)
+        return cached_features.cache_path(params, TRAIN), cached_features.cache_path(params, EVAL)
+
+    train, evaluation = paths()
+    assert paths() == (train, evaluation) and train != evaluation
+    assert paths("--eval_crop_fraction", "0.5")[0] != train  # training's centre crops change too
+    assert paths("--cached_views", "2") == (paths("--cached_views", "2")[0], evaluation) != (train, evaluation)
+    assert paths("--cached_views", "2", "--min_crop_area", "0.5")[0] != paths("--cached_views", "2")[0]
+    shard = sorted(glob.glob(str(data / "train" / "train-*.tfrecord")))[0]
+    os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(shard).st_mtime_ns + 10**9))  # the data rewritten
+    assert paths() == (paths()[0], evaluation) and paths()[0] != train
+    changed_data = paths()[0]
+    other_module = tmp_path / "module"
+    shutil.copytree(frozen_module, other_module)
+    assert paths("--hub_module", str(other_module))[0] != changed_data
+    variables = sorted(glob.glob(str(other_module / "variables" / "*")))[0]
+    moved = paths("--hub_module", str(other_module))[0]
+    os.utime(variables, ns=(os.stat(variables).st_atime_ns, os.stat(variables).st_mtime_ns + 10**9))  # new weights
+    assert paths("--hub_module", str(other_module))[0] != moved
+
+
+def test_cached_views_store_k_different_crops_of_every_image(project, frozen_module, tmp_path):
+    params = params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features", "--cached_views", "3")
+    path = str(tmp_path / "train.tfrecord")
+    cached_features.write_cache(params, TRAIN, path)
+    records = [tf.train.Example.FromString(record).features.feature for record in tf.compat.v1.io.tf_record_iterator(path)]
+    assert len(records) == 24 and record_schema.ENCODED not in records[0]
+    views = np.reshape(records[0][cached_features.FEATURES].float_list.value, [3, -1])
+    assert views.shape[1] > 1 and not np.allclose(views[0], views[1]) and not np.allclose(views[1], views[2])
+
+
+def test_an_interrupted_computation_leaves_nothing_that_is_read(tmp_path):
+    path = str(tmp_path / "cache" / "features.tfrecord")
+
+    def interrupted(temporary):
+        with open(temporary, "wb") as handle:
+            handle.write(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        feature_cache.ensure(path, interrupted)
+    assert os.listdir(tmp_path / "cache") == []
+    (tmp_path / "cache" / os.path.basename(atomic_file.temporary_name(path))).write_bytes(b"left by a killed run")
+    assert feature_cache.ensure(path, lambda temporary: open(temporary, "wb").write(b"whole")) is True
+    assert open(path, "rb").read() == b"whole"
+    assert feature_cache.ensure(path, lambda temporary: pytest.fail("computed again")) is False
