@@ -86,7 +86,8 @@ def describe(params) -> str:
     """Which module, signature, output and sizes are used: the line that starts a training run."""
     extractor, size = resolve(params), input_image_size(params)
     use = extractor.use
-    origin = "image_size" if use.fixed_image_size is None else "fixed by the module"
+    configured = use.fixed_image_size is None or params["hub_module"] in NETWORKS  # a network is built at image_size
+    origin = "image_size" if configured else "fixed by the module"
     return (
         f"feature extractor: {params['hub_module']} "
         f"({'random weights, trained from scratch' if extractor.random_weights else 'pretrained'}); "

@@ -25,6 +25,9 @@ def test_project_network_is_built_at_the_configured_size_once_per_process():
     assert feature_extractor.input_image_size(PARAMS) == 24
     assert feature_extractor.resolve(dict(PARAMS)).spec is extractor.spec
     assert feature_extractor.resolve({**PARAMS, "image_size": 32}).spec is not extractor.spec
+    assert feature_extractor.describe(PARAMS) == (
+        "feature extractor: small_cnn (random weights, trained from scratch); signature image_feature_vector, "
+        "output default: 64 features; input 24x24 (image_size); fine-tuned with the head")
 
 
 @pytest.mark.parametrize("scheme", ["", "file://"])
