@@ -44,5 +44,10 @@ def run_argv(records_dir: str, *extra: str) -> list:
 
 def settings_and_params(records_dir: str, *extra: str) -> tuple:
     """(settings, params) that run.py would build from :func:`run_argv`."""
-    settings, _ = config.parse(OPTIONS, run_argv(records_dir, *extra), prog="run.py")
+    return parsed(run_argv(records_dir, *extra))
+
+
+def parsed(argv: list) -> tuple:
+    """(settings, params) that run.py builds from ``argv``."""
+    settings, _ = config.parse(OPTIONS, argv, prog="run.py")
     return settings, experiment.make_params(settings.as_dict())

@@ -33,6 +33,7 @@ The module knows nothing about the project: the experiment hands it ``model_fn``
 """
 
 import collections
+import contextlib
 import dataclasses
 import os
 import sys
@@ -84,26 +85,20 @@ def is_recalibrated(checkpoint: str) -> bool:
     return os.path.basename(checkpoint).startswith(PREFIX + "-")
 
 
-def before_evaluation(checkpoint: str, experiment, params: dict, batches: int, session_config=None,
-                      make_latest: bool = True) -> str:
-    """The checkpoint to evaluate in place of ``checkpoint``: recalibrated on ``batches`` batches (0: as is).
-
-    Prints one line saying what it did and what it cost.
-    """
+def recalibrator(experiment, params: dict, batches: int, session_config=None) -> Optional["Recalibrator"]:
+    """The :class:`Recalibrator` of the experiment's model; None when recalibration is off (``batches`` 0)."""
     if batches == 0:
-        return checkpoint
-    result = recalibrate(checkpoint, experiment.model_fn, lambda: experiment.recalibration_input_fn(params), params,
-                         batches, session_config, make_latest)
-    print(result.summary(), flush=True)
-    return result.checkpoint
+        return None
+    return Recalibrator(experiment.model_fn, lambda: experiment.recalibration_input_fn(params), params, batches,
+                        session_config)
 
 
 def evaluator_hook(model_dir: str, experiment, params: dict, batches: int, session_config=None):
     """The :class:`EvaluatorHook` of a cluster's evaluator; None when recalibration is off (``batches`` 0)."""
-    if batches == 0:
+    found = recalibrator(experiment, params, batches, session_config)
+    if found is None:
         return None
-    return EvaluatorHook(model_dir, lambda checkpoint: before_evaluation(
-        checkpoint, experiment, params, batches, session_config, make_latest=False))
+    return EvaluatorHook(model_dir, lambda checkpoint: found.before_evaluation(checkpoint, make_latest=False))
 
 
 class EvaluatorHook(tf.estimator.SessionRunHook):
@@ -145,45 +140,98 @@ def checkpoint_at_step(model_dir: str, step: int) -> Optional[str]:
 
 def recalibrate(checkpoint: str, model_fn: Callable, input_fn: Callable, params: dict, batches: int,
                 session_config=None, make_latest: bool = True) -> Recalibration:
-    """Write ``checkpoint`` with population batch-norm statistics over ``batches`` batches of ``input_fn()``.
+    """One :meth:`Recalibrator.recalibrate` of ``checkpoint`` (the graph built for it alone)."""
+    with contextlib.closing(Recalibrator(model_fn, input_fn, params, batches, session_config)) as recalibrator:
+        return recalibrator.recalibrate(checkpoint, make_latest)
 
-    ``make_latest``: also make it the latest checkpoint of its directory (only for a directory
-    this process alone writes; in a cluster the chief does). Returns the original checkpoint
-    when it is recalibrated already or the model has no batch-norm updates.
-    """
-    started = time.perf_counter()
-    if is_recalibrated(checkpoint):
-        return Recalibration(checkpoint, 0, 0, 0.0)
-    with tf.Graph().as_default():
-        v1.train.get_or_create_global_step()
-        features, labels = _batch(input_fn())
-        model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, params)
-        statistics = batch_statistics(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
-        if not statistics:
+
+class Recalibrator:
+    """The recalibration graph and session of one model: built at its first checkpoint, reused for every later one
+    (a training run recalibrates before each evaluation; building the graph again would cost seconds each time)."""
+
+    def __init__(self, model_fn: Callable, input_fn: Callable, params: dict, batches: int, session_config=None):
+        self._build = lambda: _RecalibrationGraph(model_fn, input_fn, params, session_config)
+        self._graph = None
+        self.batches = batches
+
+    def before_evaluation(self, checkpoint: str, make_latest: bool = True) -> str:
+        """The checkpoint to evaluate in place of ``checkpoint``; prints one line saying what was done, at what cost."""
+        result = self.recalibrate(checkpoint, make_latest)
+        print(result.summary(), flush=True)
+        return result.checkpoint
+
+    def recalibrate(self, checkpoint: str, make_latest: bool = True) -> Recalibration:
+        """Write ``checkpoint`` with population batch-norm statistics over ``batches`` batches of the input.
+
+        ``make_latest``: also make it the latest checkpoint of its directory (only for a directory
+        this process alone writes; in a cluster the chief does). Returns the original checkpoint
+        when it is recalibrated already or the model has no batch-norm updates.
+        """
+        started = time.perf_counter()
+        if is_recalibrated(checkpoint):
+            return Recalibration(checkpoint, 0, 0, 0.0)
+        if self._graph is None:
+            self._graph = self._build()
+        graph = self._graph
+        if not graph.statistics:
             return Recalibration(checkpoint, 0, 0, time.perf_counter() - started)
-        print(f"batch norm: recalibrating {checkpoint} on {batches} batches", file=sys.stderr, flush=True)
-        variables = {variable.op.name: variable for variable in v1.global_variables() if variable.op.name in statistics}
-        values = {name: v1.placeholder(variable.dtype.base_dtype, variable.shape) for name, variable in variables.items()}
-        assign = tf.group(*[variable.assign(values[name]) for name, variable in variables.items()])
-        saver = v1.train.Saver(save_relative_paths=True)
-        with v1.Session(config=session_config) as session:
-            saver.restore(session, checkpoint)
-            samples = collect(session, statistics, batches)
-            session.run(assign, {values[name]: value for name, value in population_statistics(samples).items()})
-            step = int(session.run(v1.train.get_global_step()))
-            recalibrated = os.path.join(os.path.dirname(checkpoint), f"{PREFIX}-{step}")
-            saver.save(session, recalibrated, write_meta_graph=False, write_state=False)
-    if make_latest:
-        make_latest_checkpoint(recalibrated)
-    remove_other_recalibrations(recalibrated)
-    return Recalibration(recalibrated, len(statistics), len(next(iter(samples.values()))), time.perf_counter() - started)
+        print(f"batch norm: recalibrating {checkpoint} on {self.batches} batches", file=sys.stderr, flush=True)
+        recalibrated, batches = graph.recalibrate(checkpoint, self.batches)
+        if make_latest:
+            make_latest_checkpoint(recalibrated)
+        remove_other_recalibrations(recalibrated)
+        return Recalibration(recalibrated, len(graph.statistics), batches, time.perf_counter() - started)
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
 
 
-def _batch(inputs) -> tuple:
-    """(features, labels) of an input_fn's result, a Dataset or the tensors themselves, as Estimator takes both."""
+class _RecalibrationGraph:
+    """The model's TRAINING graph on the recalibration input, with the batch statistics each moving average is fed."""
+
+    def __init__(self, model_fn: Callable, input_fn: Callable, params: dict, session_config=None):
+        self._graph = tf.Graph()
+        with self._graph.as_default():
+            v1.train.get_or_create_global_step()
+            features, labels, self._restart = _batches(input_fn())
+            model_fn(features, labels, tf.estimator.ModeKeys.TRAIN, params)
+            self.statistics = batch_statistics(v1.get_collection(v1.GraphKeys.UPDATE_OPS))
+            variables = {variable.op.name: variable for variable in v1.global_variables()
+                         if variable.op.name in self.statistics}
+            self._values = {name: v1.placeholder(variable.dtype.base_dtype, variable.shape)
+                            for name, variable in variables.items()}
+            self._assign = tf.group(*[variable.assign(self._values[name]) for name, variable in variables.items()])
+            self._saver = v1.train.Saver(save_relative_paths=True)
+            self._step = v1.train.get_global_step()
+        self._graph.finalize()
+        self._session = v1.Session(graph=self._graph, config=session_config) if self.statistics else None
+
+    def recalibrate(self, checkpoint: str, batches: int) -> tuple:
+        """(the recalibrated checkpoint written beside ``checkpoint``, the number of batches measured)."""
+        session = self._session
+        self._saver.restore(session, checkpoint)
+        if self._restart is not None:
+            session.run(self._restart)  # the same batches for every checkpoint
+        samples = collect(session, self.statistics, batches)
+        session.run(self._assign, {self._values[name]: value for name, value in population_statistics(samples).items()})
+        step = int(session.run(self._step))
+        recalibrated = os.path.join(os.path.dirname(checkpoint), f"{PREFIX}-{step}")
+        self._saver.save(session, recalibrated, write_meta_graph=False, write_state=False)
+        return recalibrated, len(next(iter(samples.values())))
+
+    def close(self) -> None:
+        if self._session is not None:
+            self._session.close()
+
+
+def _batches(inputs) -> tuple:
+    """(features, labels, the op restarting the input or None) of an input_fn's result: a Dataset or tensors,
+    as Estimator takes both."""
     if isinstance(inputs, tf.data.Dataset):
-        return v1.data.make_one_shot_iterator(inputs).get_next()
-    return inputs
+        iterator = v1.data.make_initializable_iterator(inputs)
+        return (*iterator.get_next(), iterator.initializer)
+    return (*inputs, None)
 
 
 def batch_statistics(update_ops) -> dict:

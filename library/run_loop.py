@@ -31,6 +31,7 @@ from library import (atomic_file, batch_norm_recalibration, config, distribution
                      towers)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
+from library.cycle_evaluation import CheckpointEvaluation, CyclesHook, write_scalar_summaries
 from library.experiment import Experiment
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
 from library.tensorflow_env import import_tensorflow, use_graph_mode
@@ -284,21 +285,31 @@ class Training:
         return 0
 
     def in_cycles(self, step: int) -> None:
-        """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on."""
-        plan = self.plan
-        at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
-        if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
-            self.evaluate_and_snapshot()
-        while step < plan.total_steps:
-            target = min((step // plan.cycle_steps + 1) * plan.cycle_steps, plan.total_steps)
-            progress = ProgressBarHook(step - step % plan.cycle_steps, target, plan.images_per_step,
-                                       f"epochs {step // plan.steps_per_epoch}-{target // plan.steps_per_epoch}")
+        """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on, in one training session
+        (library/cycle_evaluation.py: no graph to rebuild, no session to reopen between cycles)."""
+        settings, plan = self.run.settings, self.plan
+        evaluation = CheckpointEvaluation(
+            lambda features, labels, mode: self.run.experiment.model_fn(features, labels, mode, self.run.params),
+            self.run.input_fn(ModeKeys.EVAL),
+            batch_norm_recalibration.recalibrator(self.run.experiment, self.run.params, self.recalibration_batches(),
+                                                  session_config(settings)),
+            self.estimator.config.session_config, settings.random_seed)
+        try:
+            at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
+            if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
+                self.evaluate_and_snapshot(evaluation, tf.train.latest_checkpoint(settings.model_dir))
+            if step >= plan.total_steps:
+                return
+            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"),
+                                lambda checkpoint: self.evaluate_and_snapshot(evaluation, checkpoint))
             try:
-                self.estimator.train(self.train_input_fn, max_steps=target, hooks=[StopOnNonFiniteLossHook(), progress])
+                self.estimator.train(self.train_input_fn, max_steps=plan.total_steps,
+                                     hooks=[StopOnNonFiniteLossHook(), cycles])
             finally:
-                progress.close()
-            step = target
-            self.evaluate_and_snapshot()
+                cycles.close()
+            self.evaluate_and_snapshot(evaluation, tf.train.latest_checkpoint(settings.model_dir))
+        finally:
+            evaluation.close()
 
     def in_cluster(self, task_type: str) -> None:
         """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
@@ -315,21 +326,24 @@ class Training:
             max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
             hooks=hooks, on_evaluation=on_evaluation,
             recalibration=batch_norm_recalibration.evaluator_hook(
-                settings.model_dir, self.run.experiment, self.run.params, settings.batch_norm_recalibration_batches,
+                settings.model_dir, self.run.experiment, self.run.params, self.recalibration_batches(),
                 session_config(settings)),
         )
 
-    def evaluate_and_snapshot(self) -> dict:
-        """Evaluate the latest checkpoint (batch norm recalibrated), log it, and snapshot it if its loss is the best so far."""
-        settings = self.run.settings
-        checkpoint = batch_norm_recalibration.before_evaluation(
-            tf.train.latest_checkpoint(settings.model_dir), self.run.experiment, self.run.params,
-            settings.batch_norm_recalibration_batches, session_config(settings))
-        results, report = evaluate_checkpoint(self.run, self.estimator, checkpoint)
+    def recalibration_batches(self) -> int:
+        """batch_norm_recalibration_batches, at most one pass over the training images: the recalibration input
+        repeats them in a fixed order, so more batches would only count some images twice."""
+        return min(self.run.settings.batch_norm_recalibration_batches,
+                   self.plan.examples // self.run.settings.train_batch_size)
+
+    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str) -> None:
+        """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far."""
+        checkpoint, results = evaluation.evaluate(checkpoint)
+        write_scalar_summaries(self.estimator.eval_dir(), results)
+        results, report = evaluation_results(self.estimator, self.run.params, results)
         epoch = results["global_step"] / self.plan.steps_per_epoch
         improved = self.best.update_if_better(checkpoint, results, epoch)
         self.report(results, report, epoch, improved)
-        return results
 
     def report(self, results: dict, report, epoch: float, improved: bool) -> None:
         """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""

@@ -25,7 +25,8 @@ RUN_LOOP_OPTIONS = (
     Option("export_best", bool, False, "also export each new best model as a SavedModel under best_model_dir/export"),
     Option("batch_norm_recalibration_batches", int, 20,
            "before each evaluation, batch-norm statistics recomputed over this many train_batch_size batches of "
-           "training images preprocessed like evaluation, into the evaluated checkpoint; 0 = off", valid=NON_NEGATIVE),
+           "training images preprocessed like evaluation (at most one pass over them), into the evaluated checkpoint; "
+           "0 = off", valid=NON_NEGATIVE),
     Option("distribution", str, "none", "none, mirrored (local GPUs), multi_worker or parameter_server (TF_CONFIG)", choices=DISTRIBUTIONS),
     Option("num_gpus", int, None, "mirrored: GPUs to train on, default all; without a GPU, that many virtual CPU "
            "devices run the same code (a test aid)", valid=AT_LEAST_1),

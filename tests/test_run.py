@@ -137,7 +137,7 @@ def test_train_evaluates_each_cycle_and_keeps_the_best(project, tmp_path, capsys
     record = BestCheckpoint(str(tmp_path / "best")).record
     assert record["loss"] == pytest.approx(min(entry["loss"] for entry in logged))
     assert "epoch 2/4  step 6  eval loss" in out and "epoch 4/4  step 12" in out
-    assert "batch norm: 10 moving statistics recalibrated on 20 batches in " in out
+    assert f"batch norm: 10 moving statistics recalibrated on {STEPS_PER_EPOCH} batches in " in out  # one pass
     assert_best_holds_recalibrated_statistics(project, tmp_path, record)
     assert f"24 training images, {STEPS_PER_EPOCH} steps an epoch, 12 steps in all" in out
     config = (tmp_path / "model" / "config.yaml").read_text()
@@ -179,8 +179,8 @@ def recalibrated_again(project, checkpoint, directory):
     params = {**experiment.make_params(settings.as_dict()), "steps_per_epoch": STEPS_PER_EPOCH, "train_steps": 12}
     return batch_norm_recalibration.recalibrate(
         os.path.join(directory, os.path.basename(checkpoint)), experiment.model_fn,
-        lambda: experiment.recalibration_input_fn(params), params, settings.batch_norm_recalibration_batches,
-        make_latest=False).checkpoint
+        lambda: experiment.recalibration_input_fn(params), params,
+        min(settings.batch_norm_recalibration_batches, STEPS_PER_EPOCH), make_latest=False).checkpoint  # one pass
 
 
 def assert_best_holds_recalibrated_statistics(project, out, record):
@@ -245,15 +245,19 @@ def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, 
 
 
 def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_the_same_step(project, tmp_path):
-    command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
-               "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best")]
-    slow = ["--batch_norm_recalibration_batches", "100000"]  # minutes: killed long before it ends
-    process = subprocess.Popen(command + slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    arguments = ["--project_file", str(project), "--config_set", "tiny", "--model_dir", str(tmp_path / "model"),
+                 "--best_model_dir", str(tmp_path / "best")]
+    command = [sys.executable, os.path.join(ROOT, "run.py"), *arguments]
+    # run.py whose recalibration waits for minutes before its batches: killed long before it ends
+    slow = [sys.executable, "-c", "import sys, time; from library import batch_norm_recalibration as r; "
+            "collect = r.collect; r.collect = lambda *args: (time.sleep(600), collect(*args))[1]; "
+            "import run; sys.exit(run.main(sys.argv[1:]))", *arguments]
+    process = subprocess.Popen(slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:
             if line.startswith("batch norm: recalibrating"):
                 break
-        time.sleep(2)  # well into the batches
+        time.sleep(1)
         assert process.poll() is None, "run finished before it could be killed"
         assert tf.train.latest_checkpoint(str(tmp_path / "model")).endswith("/model.ckpt-6")
         process.send_signal(signal.SIGKILL)

@@ -120,6 +120,26 @@ def test_several_batches_give_the_moments_of_all_their_images_not_a_moving_avera
     assert per_batch.mean(1).var(0).sum() > 0.02 * exact.sum()  # the spread of the batch means counts in these data
 
 
+def test_a_recalibrator_reused_for_a_later_checkpoint_measures_the_same_batches_as_a_fresh_one(tmp_path):
+    params = {"hub": True, "fine_tuning": True}
+    data = images(4)
+    reused = recalibration.Recalibrator(model_fn, input_fn(data), params, batches=2)
+    try:
+        first = reused.recalibrate(trained_checkpoint(str(tmp_path), params, 7))
+        later = trained_checkpoint(str(tmp_path), params, 9)
+        second = reused.recalibrate(later)
+    finally:
+        reused.close()
+    assert (first.batches, second.batches) == (2, 2)
+    assert second.checkpoint == str(tmp_path / "recalibrated.ckpt-9") and not os.path.exists(first.checkpoint + ".index")
+    actual = variables(second.checkpoint)
+    fresh = recalibration.recalibrate(later, model_fn, input_fn(data), params, batches=2)
+    expected = variables(fresh.checkpoint)
+    assert expected.keys() == actual.keys()
+    for name in expected:
+        np.testing.assert_array_equal(actual[name], expected[name], err_msg=name)
+
+
 def test_a_frozen_hub_module_is_left_untouched(tmp_path):
     params = {"hub": True, "fine_tuning": False}
     checkpoint = trained_checkpoint(str(tmp_path), params)
