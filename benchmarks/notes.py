@@ -164,7 +164,8 @@ def _row_evaluation(f: dict) -> list:
 def _row_recalibration(f: dict) -> list:
     return [
         f"The `default` set fine-tuned (`--fine_tuning`, {f['model']}, {f['image_size']}x{f['image_size']}): a "
-        "checkpoint evaluated as the run loop evaluates it after a training cycle, with batch-norm recalibration "
+        "checkpoint evaluated as the run loop evaluates it at the end of a training cycle (graphs and sessions built "
+        "once, by a first evaluation left out of the timing; the report included), with batch-norm recalibration "
         f"first ({f['batches']} batches of {f['train_batch_size']} training images through the training graph, the "
         "recalibrated checkpoint written, then evaluated) against the evaluation of the checkpoint as trained "
         f"(evaluation batch {f['eval_batch_size']}).",

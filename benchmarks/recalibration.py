@@ -2,16 +2,17 @@
 
 The `default` set with its feature extractor fine-tuned (``--fine_tuning``: batch norm runs
 on batch statistics in training, so there is something to recalibrate) evaluates a
-checkpoint of its own (one training step) on the benchmark records, as the run loop does
-after a training cycle, twice:
+checkpoint of its own (one training step) on the benchmark records, as the run loop does at
+the end of a training cycle (``library/cycle_evaluation.py``: graphs and sessions built once,
+timed here after a first, untimed evaluation), twice:
 
-* ``recalibrated``: ``batch_norm_recalibration.before_evaluation`` (the training graph over
+* ``recalibrated``: a ``batch_norm_recalibration.Recalibrator`` (the training graph over
   ``batch_norm_recalibration_batches`` batches of ``train_batch_size`` training images, the
-  recalibrated checkpoint written) then ``run_loop.evaluate_checkpoint`` of it;
-* ``evaluation alone``: ``run_loop.evaluate_checkpoint`` of the checkpoint as trained.
+  recalibrated checkpoint written), then the evaluation of the recalibrated checkpoint;
+* ``evaluation alone``: the evaluation of the checkpoint as trained.
 
-The recalibration's cost is bounded by its batch count, not by the evaluation data: the
-ratio falls as the evaluation set grows.
+Both include the evaluation report, as in the run loop. The recalibration's cost is bounded by
+its batch count, not by the evaluation data: the ratio falls as the evaluation set grows.
 """
 
 import contextlib
@@ -23,6 +24,7 @@ import time
 from benchmarks import measure, project_config
 from benchmarks.report import target
 from library import batch_norm_recalibration, run_loop
+from library.cycle_evaluation import CheckpointEvaluation
 from library.tensorflow_env import import_tensorflow
 from project.experiment import ImageClassifier
 
@@ -38,21 +40,25 @@ def run(records_dir: str, work_dir: str, budget, rounds: int, max_extra: int, qu
     params = run.params
     batches = settings.batch_norm_recalibration_batches
     model_dir = tempfile.mkdtemp(prefix="recalibration-", dir=work_dir)
+    evaluation = CheckpointEvaluation(lambda features, labels, mode: experiment.model_fn(features, labels, mode, params),
+                                      run.input_fn(ModeKeys.EVAL), session_config=run_loop.session_config(settings))
+    recalibrator = batch_norm_recalibration.recalibrator(experiment, params, batches,
+                                                         run_loop.session_config(settings))
     try:
         estimator = run.estimator(model_dir)
         estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1)
         checkpoint = tf.train.latest_checkpoint(model_dir)
         seconds = {}
 
+        def evaluated(path):
+            """The checkpoint's metrics and report, as run_loop.Training.evaluate_and_snapshot makes them."""
+            return run_loop.evaluation_results(estimator, params, evaluation.evaluate(path)[1])[0]
+
         def recalibrated():
             started = time.perf_counter()
-            evaluated = batch_norm_recalibration.before_evaluation(checkpoint, experiment, params, batches,
-                                                                   make_latest=False)
+            path = recalibrator.recalibrate(checkpoint).checkpoint
             seconds["recalibration"] = time.perf_counter() - started
-            return run_loop.evaluate_checkpoint(run, estimator, evaluated)[0]
-
-        def alone():
-            return run_loop.evaluate_checkpoint(run, estimator, checkpoint)[0]
+            return evaluated(path)
 
         def timed(evaluate):
             started = time.perf_counter()
@@ -61,12 +67,16 @@ def run(records_dir: str, work_dir: str, budget, rounds: int, max_extra: int, qu
             return 1 / elapsed, {"seconds": elapsed, "accuracy": results["accuracy"],
                                  "recalibration_seconds": seconds.get("recalibration", 0.0)}
 
-        loops = {"recalibrated": lambda: timed(recalibrated), "evaluation alone": lambda: timed(alone)}
+        loops = {"recalibrated": lambda: timed(recalibrated),
+                 "evaluation alone": lambda: timed(lambda: evaluated(checkpoint))}
         log(f"  recalibration: {params['hub_module']} fine-tuned, {batches} batches of {params['train_batch_size']}, "
             f"evaluation batch {params['eval_batch_size']}, {params['image_size']}x{params['image_size']}")
         with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+            recalibrated()  # builds the graphs and sessions, as a run's first evaluation does
             done = measure.rounds(loops, rounds, budget, max_extra, quiet_wait, log)
     finally:
+        evaluation.close()
+        recalibrator.close()
         shutil.rmtree(model_dir, ignore_errors=True)
     summary = measure.ratio_summary(done, "evaluation alone", "recalibrated")  # rates: the inverse ratio of seconds
     return {
