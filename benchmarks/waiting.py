@@ -1,12 +1,12 @@
-"""Rows 6 and 7: the time a person waits for a training run, whole `run.py` runs timed from outside.
+"""Rows 7 and 8: the time a person waits for a training run, whole `run.py` runs timed from outside.
 
-6. cycles: ``run.py`` training 10 epochs and evaluating after every epoch against the same
+7. cycles: ``run.py`` training 10 epochs and evaluating after every epoch against the same
    10 epochs evaluated once at the end (~200 training and ~60 test images converted from the
    benchmark photos at 192 px, small_cnn trained end to end at 128x128, batch 16). Timestamps
    of every training step and evaluation (:func:`timed_steps`) give the idle wall time from a
    cycle's last training step to the evaluation and from the evaluation to the next cycle's
    first step.
-7. feature cache: head-only training on the frozen small CNN module (the `default` set as is)
+8. feature cache: head-only training on the frozen small CNN module (the `default` set as is)
    with ``cache_features`` against without: the time of an epoch (from the steps' timestamps,
    graph building and the caching pass left out), the caching pass (training and evaluation
    features, computed before training) against one uncached epoch, and the accuracy each reaches.
@@ -123,7 +123,7 @@ def small_set(photos_dir: str, work_dir: str) -> tuple:
     return records, counts
 
 
-def cycles_run(records: str, work_dir: str, epochs: int, between: int) -> tuple:
+def cycles_run(records: str, work_dir: str, epochs: int, between: int, *extra: str) -> tuple:
     """(1 / seconds, details) of one run.py training run of ``epochs`` epochs, evaluating every ``between``."""
     out = tempfile.mkdtemp(prefix="cycles-", dir=work_dir)
     argv = ["--project_file", os.path.join(project_config.ROOT, "project.yaml"), "--config_set", "default",
@@ -132,7 +132,7 @@ def cycles_run(records: str, work_dir: str, epochs: int, between: int) -> tuple:
             "--labels_file", os.path.join(records, "train", "labels.txt"), "--hub_module", "small_cnn", "--fine_tuning",
             "--image_size", str(CYCLES_IMAGE_SIZE), "--train_batch_size", str(CYCLES_BATCH), "--random_seed", "0",
             "--train_epochs", str(epochs), "--epochs_between_evals", str(between),
-            "--model_dir", os.path.join(out, "model"), "--best_model_dir", os.path.join(out, "best")]
+            "--model_dir", os.path.join(out, "model"), "--best_model_dir", os.path.join(out, "best"), *extra]
     try:
         with timed_steps() as events:
             started = time.perf_counter()
@@ -149,17 +149,29 @@ def cycles_run(records: str, work_dir: str, epochs: int, between: int) -> tuple:
 
 def cycles_row(photos_dir: str, work_dir: str, epochs: int, budget, rounds: int, max_extra: int, quiet_wait: float,
                log=print) -> dict:
-    """Row 6: the wall time of ``epochs`` epochs evaluated after every epoch / evaluated once at the end."""
+    """Row 7: the wall time of ``epochs`` epochs evaluated after every epoch / evaluated once at the end.
+
+    The target is measured as the issue that set it measured it, before batch-norm recalibration
+    existed (``--batch_norm_recalibration_batches 0``): the waiting around evaluations. One more
+    round with recalibration on, as a fine-tuned run has it by default, is a reference.
+    """
     records, counts = small_set(photos_dir, work_dir)
-    loops = {"every epoch": lambda: cycles_run(records, work_dir, epochs, 1),
-             "once": lambda: cycles_run(records, work_dir, epochs, epochs)}
+    off = ("--batch_norm_recalibration_batches", "0")
+    loops = {"every epoch": lambda: cycles_run(records, work_dir, epochs, 1, *off),
+             "once": lambda: cycles_run(records, work_dir, epochs, epochs, *off)}
+    recalibrated = {"every epoch, recalibrated": lambda: cycles_run(records, work_dir, epochs, 1),
+                    "once, recalibrated": lambda: cycles_run(records, work_dir, epochs, epochs)}
     log(f"  cycles: {epochs} epochs of {counts['train']} images, small_cnn fine-tuned, batch {CYCLES_BATCH}, "
         f"{CYCLES_IMAGE_SIZE}x{CYCLES_IMAGE_SIZE}")
-    done = measure.rounds(loops, rounds, budget, max_extra, quiet_wait, log)
+    reference_seconds = 2 * 60  # a round of the recalibrated pair on a quiet 2-core machine, kept for it
+    done = measure.rounds(loops, rounds, measure.Budget(budget.left() - reference_seconds), max_extra, quiet_wait, log)
     summary = measure.ratio_summary(done, "once", "every epoch")  # rates are 1/s: the time ratio every / once
+    log("  cycles with batch-norm recalibration (reference)")
+    done_recalibrated = measure.rounds(recalibrated, 1, budget, 0, quiet_wait, log)
+    recalibrated_summary = measure.ratio_summary(done_recalibrated, "once, recalibrated", "every epoch, recalibrated")
 
     def detail(name, key):
-        return measure.median_detail(done, name, key)
+        return measure.median_detail(done_recalibrated if name in recalibrated else done, name, key)
 
     return {
         "id": "cycles",
@@ -167,13 +179,17 @@ def cycles_row(photos_dir: str, work_dir: str, epochs: int, budget, rounds: int,
         "figures": {
             "epochs": epochs, "training_images": counts["train"], "test_images": counts["test"],
             "image_size": CYCLES_IMAGE_SIZE, "batch_size": CYCLES_BATCH,
-            "seconds_every_epoch": detail("every epoch", "seconds"), "seconds_once": detail("once", "seconds"),
+            **{f"seconds_{name.replace(' ', '_').replace(',', '')}": detail(name, "seconds")
+               for name in [*loops, *recalibrated]},
             "time_ratio": summary["ratio"],
-            **{f"{key}_{name.replace(' ', '_')}": detail(name, key) for name in loops
+            "time_ratio_recalibrated": recalibrated_summary["ratio"],
+            **{f"{key}_{name.replace(' ', '_').replace(',', '')}": detail(name, key) for name in [*loops, *recalibrated]
                for key in ("train_to_eval_max", "train_to_eval_median", "eval_to_train_median")},
         },
-        "targets": [target("cycles: evaluating every epoch / once, wall time", summary["ratio"], "<=", 1.25, "",
-                           summary)],
+        "targets": [target("cycles: evaluating every epoch / once, wall time (batch-norm recalibration off)",
+                           summary["ratio"], "<=", 1.25, "", summary)],
+        "references": [{"name": "cycles: the same with batch-norm recalibration, as fine-tuning runs by default",
+                        "value": recalibrated_summary["ratio"], "unit": ""}],
     }
 
 
@@ -213,7 +229,7 @@ def cache_argv(data: dict, module: str, epochs: int) -> list:
 
 
 def cache_row(argv: list, work_dir: str, budget, rounds: int, max_extra: int, quiet_wait: float, log=print) -> dict:
-    """Row 7: an epoch's time without the feature cache / with it, on the same run.py arguments ``argv``."""
+    """Row 8: an epoch's time without the feature cache / with it, on the same run.py arguments ``argv``."""
     loops = {"uncached": lambda: head_only_run(argv, work_dir, False),
              "cached": lambda: head_only_run(argv, work_dir, True)}
     log(f"  feature cache: head only, {' '.join(argv[argv.index('--train_epochs'):][:2])}")
