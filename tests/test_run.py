@@ -196,6 +196,14 @@ def assert_best_holds_recalibrated_statistics(project, out, record):
     assert not np.allclose(tf.train.load_variable(best, mean), tf.train.load_variable(trained, mean), rtol=1e-3)
 
 
+def test_export_best_writes_a_saved_model_of_each_new_best_from_inside_the_training_session(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--export_best") == 0
+    new_bests = capsys.readouterr().out.count("* new best")
+    exports = sorted((tmp_path / "best" / "export").iterdir())
+    assert new_bests >= 1 and len(exports) == new_bests
+    assert all((export / "saved_model.pb").is_file() and (export / "variables").is_dir() for export in exports)
+
+
 def test_same_seed_same_training(project, tmp_path):
     for name in ("a", "b"):
         assert run_main(project, tmp_path / name, "--train_epochs", "2") == 0
