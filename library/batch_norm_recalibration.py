@@ -7,7 +7,8 @@ statistics more than the weights. Recalibration, as detectron2's and pycls's "pr
 and at evaluation's crop and resolution, as FixRes argues:
 
 1. build the model's TRAINING graph (batch statistics) on training images preprocessed like
-   evaluation (the experiment's ``recalibration_input_fn``), restore the checkpoint;
+   evaluation (the experiment's ``recalibration_input_fn``), once per run (:class:`Recalibrator`
+   keeps it and its session for every later checkpoint), and restore the checkpoint;
 2. find every moving average the batch-norm updates (UPDATE_OPS) write, and the batch
    statistic each update feeds it (the ``average - (average - batch) * (1 - momentum)``
    update of tf.layers, Keras, slim and ``project/networks/layers``);
