@@ -107,7 +107,8 @@ def _row_training(f: dict) -> list:
         f"- head only: {f['head_only_step_ms_real']:.0f} ms vs {f['head_only_step_ms_synthetic']:.0f} ms a step; "
         f"waiting for the batch {f['head_only_input_wait_ms']:.2f} ms (cached batch: "
         f"{f['head_only_input_wait_ms_synthetic']:.2f} ms).",
-        f"- head only with cache_features: {f['cached_features_step_ms_real']:.2f} ms vs "
+        f"- head only with cache_features ({f['cached_features_timed_steps']} timed steps): "
+        f"{f['cached_features_step_ms_real']:.2f} ms vs "
         f"{f['cached_features_step_ms_synthetic']:.2f} ms a step (without the cache, real / cached batch "
         f"{f['head_only_real_vs_synthetic']:.2f}).",
         "- per-op timing of 5 fully traced steps (op types summed, ms a step, real input vs cached batch): end to end "
@@ -180,7 +181,9 @@ def _row_cycles(f: dict) -> list:
     return [
         f"`run.py` training {f['epochs']} epochs of {f['training_images']} images (small_cnn trained end to end, "
         f"{f['image_size']}x{f['image_size']}, batch {f['batch_size']}), evaluating its {f['test_images']} test "
-        "images after every epoch, against the same run evaluating once at the end; whole runs, start-up included. "
+        "images after every epoch, against the same run evaluating once at the end: whole `run.main` calls in the "
+        "suite's process, graph building included, after one untimed run that loads what later runs reuse "
+        "(matplotlib, the network's module spec). "
         "The target is measured with batch-norm recalibration off, as the issue that set it measured it (the "
         "recalibration did not exist yet); one round with it on, as fine-tuning runs by default, is the reference. "
         "Timestamps of every training step and of every evaluation (recalibration included) give the idle wall "
@@ -303,18 +306,18 @@ FINDINGS = {
             "20 s cycle), then built a recalibration graph and an evaluation graph (`Estimator.evaluate`), each "
             "with a session and a restore, and a new training graph whose input refilled its shuffle buffer: 1-2 s "
             "from a cycle's last step to its evaluation and 2-4 s from the evaluation to the next step on this "
-            "machine under load. Now autotuning is off, every cycle runs in one training session and the "
-            "recalibration and evaluation graphs are built once per run (library/cycle_evaluation.py), so those "
-            "waits are hundredths of a second. What remains is work: each evaluation's batch-norm recalibration "
-            "(at most one pass over the training images: here 12 batches of 16, more images than an epoch of "
-            "training sees, through the training graph), the test images through the model, and the evaluation "
-            "report."
+            "machine under load. Now autotuning is off, every cycle runs in one training session, the "
+            "recalibration and evaluation graphs are built once per run, the evaluation input is restarted and "
+            "the report's images (~0.2 s of matplotlib) are drawn in threads of their own while training goes on "
+            "(library/cycle_evaluation.py), so those waits are hundredths of a second. What remains is work: the "
+            "test images through the model, the report's figures, and with recalibration on, at most one pass of "
+            "the training images through the training graph (here 12 batches of 16: about the forward work of an "
+            "epoch of training on a set this small)."
         ),
         "not_met": (
-            "The remaining cost is the work of each evaluation, not waiting (see the gaps above). The largest "
-            "part is the recalibration, which on a training set this small is as much forward work per cycle as "
-            "an epoch's training steps; `--batch_norm_recalibration_batches 0` (or a frozen module, which has "
-            "nothing to recalibrate) removes it, at the cost issue 13 measured on real photos."
+            "The remaining cost is the work of each evaluation, not waiting (see the gaps above); on 2 shared "
+            "cores a single round varies by 10-20% (by hand, three warm rounds in a row gave 1.13, 1.05 and "
+            "1.30), so first check the noise column."
         ),
     },
     "feature_cache": {

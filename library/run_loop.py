@@ -31,7 +31,7 @@ from library import (atomic_file, batch_norm_recalibration, config, distribution
                      towers)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
-from library.cycle_evaluation import CheckpointEvaluation, CyclesHook, write_scalar_summaries
+from library.cycle_evaluation import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
 from library.experiment import Experiment
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
 from library.tensorflow_env import import_tensorflow, use_graph_mode
@@ -153,13 +153,14 @@ def evaluate_checkpoint(run: Run, estimator, checkpoint) -> tuple:
     return evaluation_results(estimator, run.params, results)
 
 
-def evaluation_results(estimator, params, results: dict) -> tuple:
-    """(scalar results as plain numbers, the evaluation report or None); the report also goes to TensorBoard."""
+def evaluation_results(estimator, params, results: dict, write_summaries=evaluation_report.write_summaries) -> tuple:
+    """(scalar results as plain numbers, the evaluation report or None); the report also goes to TensorBoard
+    through ``write_summaries(eval_dir, report, arrays)``."""
     scalars, arrays = evaluation_report.split(results)
     scalars = plain(scalars)
     report = evaluation_report.build(arrays, params.get("class_names"), scalars["global_step"])
     if report is not None:
-        evaluation_report.write_summaries(estimator.eval_dir(), report, arrays)
+        write_summaries(estimator.eval_dir(), report, arrays)
     return scalars, report
 
 
@@ -294,22 +295,29 @@ class Training:
             batch_norm_recalibration.recalibrator(self.run.experiment, self.run.params, self.recalibration_batches(),
                                                   session_config(settings)),
             self.estimator.config.session_config, settings.random_seed)
+        drawing = Background()  # the report's images are drawn while training goes on
+
+        def evaluate_and_snapshot(checkpoint):
+            self.evaluate_and_snapshot(evaluation, checkpoint, drawing.later(evaluation_report.write_summaries))
+
         try:
             at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
             if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
-                self.evaluate_and_snapshot(evaluation, tf.train.latest_checkpoint(settings.model_dir))
+                evaluate_and_snapshot(tf.train.latest_checkpoint(settings.model_dir))
             if step >= plan.total_steps:
                 return
-            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"),
-                                lambda checkpoint: self.evaluate_and_snapshot(evaluation, checkpoint))
+            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"), evaluate_and_snapshot)
             try:
                 self.estimator.train(self.train_input_fn, max_steps=plan.total_steps,
                                      hooks=[StopOnNonFiniteLossHook(), cycles])
             finally:
                 cycles.close()
-            self.evaluate_and_snapshot(evaluation, tf.train.latest_checkpoint(settings.model_dir))
+            evaluate_and_snapshot(tf.train.latest_checkpoint(settings.model_dir))
         finally:
-            evaluation.close()
+            try:
+                drawing.finish()
+            finally:
+                evaluation.close()
 
     def in_cluster(self, task_type: str) -> None:
         """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
@@ -336,11 +344,12 @@ class Training:
         return min(self.run.settings.batch_norm_recalibration_batches,
                    self.plan.examples // self.run.settings.train_batch_size)
 
-    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str) -> None:
-        """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far."""
+    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str, write_summaries) -> None:
+        """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far;
+        the report goes to TensorBoard through ``write_summaries`` (see :func:`evaluation_results`)."""
         checkpoint, results = evaluation.evaluate(checkpoint)
         write_scalar_summaries(self.estimator.eval_dir(), results)
-        results, report = evaluation_results(self.estimator, self.run.params, results)
+        results, report = evaluation_results(self.estimator, self.run.params, results, write_summaries)
         epoch = results["global_step"] / self.plan.steps_per_epoch
         improved = self.best.update_if_better(checkpoint, results, epoch)
         self.report(results, report, epoch, improved)

@@ -107,6 +107,31 @@ def test_cached_views_store_k_different_crops_of_every_image(project, frozen_mod
     assert views.shape[1] > 1 and not np.allclose(views[0], views[1]) and not np.allclose(views[1], views[2])
 
 
+def test_training_batches_show_every_image_once_an_epoch_in_a_new_order_and_view(project, frozen_module, tmp_path):
+    params = params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features", "--cached_views", "3")
+    with tf.Graph().as_default():
+        batch = tf.compat.v1.data.make_one_shot_iterator(cached_features.input_fn(params, TRAIN)).get_next()
+        with tf.compat.v1.Session() as session:
+            epochs = [[session.run(batch) for _ in range(24 // 8)] for _ in range(2)]  # 24 images, batches of 8
+    (path,) = glob.glob(str(tmp_path / "model-feature-cache" / "train-*"))
+    stored = {}  # the bytes of every cached view -> (image, view, label)
+    for image, record in enumerate(tf.compat.v1.io.tf_record_iterator(path)):
+        fields = tf.train.Example.FromString(record).features.feature
+        for view, values in enumerate(np.reshape(fields[cached_features.FEATURES].float_list.value, [3, -1])):
+            stored[values.astype(np.float32).tobytes()] = (image, view, fields[record_schema.LABEL].int64_list.value[0])
+    shown = []
+    for batches in epochs:
+        assert all(features[cached_features.FEATURES].shape == (8, len(next(iter(stored))) // 4)
+                   and labels.shape == (8,) for features, labels in batches)
+        rows = [stored[vector.tobytes()] + (label,) for features, labels in batches
+                for vector, label in zip(features[cached_features.FEATURES], labels)]
+        assert sorted(image for image, _, _, _ in rows) == list(range(24))  # every image once
+        assert all(label == stored_label for _, _, stored_label, label in rows)
+        shown.append(rows)
+    assert [row[0] for row in shown[0]] != [row[0] for row in shown[1]]  # a new order
+    assert sorted(row[:2] for row in shown[0]) != sorted(row[:2] for row in shown[1])  # new views
+
+
 def test_an_interrupted_computation_leaves_nothing_that_is_read(tmp_path):
     path = str(tmp_path / "cache" / "features.tfrecord")
 
