@@ -297,22 +297,22 @@ class Training:
             self.estimator.config.session_config, settings.random_seed)
         drawing = Background()  # the report's images are drawn while training goes on
 
-        def evaluate_and_snapshot(checkpoint):
+        def evaluate_cycle(checkpoint):
             self.evaluate_and_snapshot(evaluation, checkpoint, drawing.later(evaluation_report.write_summaries))
 
         try:
             at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
             if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
-                evaluate_and_snapshot(tf.train.latest_checkpoint(settings.model_dir))
+                evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
             if step >= plan.total_steps:
                 return
-            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"), evaluate_and_snapshot)
+            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"), evaluate_cycle)
             try:
                 self.estimator.train(self.train_input_fn, max_steps=plan.total_steps,
                                      hooks=[StopOnNonFiniteLossHook(), cycles])
             finally:
                 cycles.close()
-            evaluate_and_snapshot(tf.train.latest_checkpoint(settings.model_dir))
+            evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
         finally:
             try:
                 drawing.finish()
