@@ -154,7 +154,9 @@ def _row_evaluation(f: dict) -> list:
         "run loop runs it after a training cycle: with the evaluation report (the confusion matrix and the 16 "
         "most confident mistakes streamed with the other metrics, then the two images drawn with matplotlib, the "
         "summaries and the JSON written) against the same evaluation with the report's metrics left out of the "
-        "EstimatorSpec.",
+        "EstimatorSpec. One untimed evaluation with the report comes first: matplotlib's import (~0.5 s) is paid "
+        "once per process. (In training the images are drawn in a thread of their own while training goes on, "
+        "row 7; here, as `--mode evaluate` does, before the evaluation returns.)",
         "",
         f"- {f['seconds_with_report']:.2f} s with the report, {f['seconds_without']:.2f} s without "
         f"(ratio {f['time_ratio']:.3f}); CPU time {f['cpu_seconds_with_report']:.1f} s vs "
