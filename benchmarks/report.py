@@ -94,8 +94,8 @@ def markdown(results: dict) -> str:
         f"Machine: {_machine_text(results['machine'])}.  ",
         f"Machine load from other processes before the run: {results['load_before']:.2f} cores.",
         "",
-        "Rerun with `make bench` (`.venv/bin/python -m benchmarks.run`: about 5 minutes on a quiet 2-core machine, "
-        "never more than 10, as it stops repeating disturbed rounds when its time budget is spent; the photo-like "
+        "Rerun with `make bench` (`.venv/bin/python -m benchmarks.run`: about 12 minutes on a quiet 2-core machine, "
+        "never more than 13, as it stops repeating disturbed rounds when its time budget is spent; the photo-like "
         "data is generated once into `out/bench/`). `make bench-quick` is the smoke test CI runs. "
         "Every figure is a ratio of two measurements taken back to back in the same run; rounds "
         "alternate their order, and a round in which other processes kept more than "

@@ -1,6 +1,6 @@
 """`make bench`: how fast the scaffold converts, feeds and trains, as ratios measured in one run.
 
-    python -m benchmarks.run            # the full suite, ~8 (at most 13) minutes on 2 cores; rewrites
+    python -m benchmarks.run            # the full suite, ~12 (at most 13) minutes on 2 cores; rewrites
                                         # benchmarks/results.json and benchmarks/RESULTS.md
     python -m benchmarks.run --quick    # smoke-test sizes (CI); writes out/bench/quick-results.json
 
