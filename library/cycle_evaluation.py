@@ -76,26 +76,26 @@ class _EvaluationGraph:
         self._graph.finalize()
         self._session = v1.Session(graph=self._graph, config=session_config)
         self._session.run(tables)
-        self._resetting = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation-reset")
-        self._reset_done = self._resetting.submit(self._session.run, self._reset)
+        self._resetting = Background()
+        self._reset_later = self._resetting.later(lambda: self._session.run(self._reset))
+        self._reset_later()
 
     def evaluate(self, checkpoint: str) -> dict:
         self._saver.restore(self._session, checkpoint)
-        self._reset_done.result()
+        self._resetting.wait()
         while True:
             try:
                 self._session.run(self._update)
             except tf.errors.OutOfRangeError:
                 break
         values = self._session.run(self._values)
-        self._reset_done = self._resetting.submit(self._session.run, self._reset)
+        self._reset_later()
         return values
 
     def close(self) -> None:
         try:
-            self._reset_done.result()
+            self._resetting.finish()
         finally:
-            self._resetting.shutdown()
             self._session.close()
 
 
@@ -154,21 +154,22 @@ class CyclesHook(tf.estimator.SessionRunHook):
 
 class Background:
     """One worker thread for work training need not wait for (the evaluation report's images: matplotlib, ~0.2 s
-    an evaluation); the work runs in the order handed over, and its error is raised at the next hand-over or at
-    :meth:`finish`."""
+    an evaluation; restarting the evaluation input); the work runs in the order handed over, and its error is
+    raised at the next hand-over, :meth:`wait` or :meth:`finish`."""
 
     def __init__(self):
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="evaluation-report")
+        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-evaluation")
         self._pending = None
 
     def later(self, function):
         """``function`` made to run in the worker, once the work handed over before it has ended."""
         def submit(*args):
-            self._wait()
+            self.wait()
             self._pending = self._executor.submit(function, *args)
         return submit
 
-    def _wait(self) -> None:
+    def wait(self) -> None:
+        """Wait for the work handed over (raising its error)."""
         if self._pending is not None:
             pending, self._pending = self._pending, None
             pending.result()
@@ -176,6 +177,6 @@ class Background:
     def finish(self) -> None:
         """Wait for the work handed over (raising its error), then stop the worker."""
         try:
-            self._wait()
+            self.wait()
         finally:
             self._executor.shutdown()
