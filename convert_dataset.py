@@ -100,12 +100,14 @@ def _parse_args(argv):
     parser.add_argument("--tfrecord_dir", required=True, help="output folder; may be --dataset_dir")
     parser.add_argument("--max_edge", type=positive(int), required=True, help="longer image edge in pixels")
     parser.add_argument("--validation_percentage", type=percentage,
-                        help="split the folder: this share of each class into the set 'validation', the rest 'train'")
+                        help="split the folder by a hash of each file's name: this share of each class into the set "
+                             "'validation', the rest into 'train'")
     parser.add_argument("--test_percentage", type=percentage, help="split the folder: this share into the set 'test'")
     parser.add_argument("--labels_file", help="reuse this labels.txt (the training set's) for the label ids")
     parser.add_argument("--drop_duplicates", action="store_true",
                         help="leave out of the evaluation sets the images also in the training set")
-    parser.add_argument("--num_shards", type=positive(int), help=f"of each set; default: ~150 MB a shard, at least {MIN_SHARDS}")
+    parser.add_argument("--num_shards", type=positive(int),
+                        help=f"of each set; default: ~150 MB a shard, at least {MIN_SHARDS}")
     parser.add_argument("--num_workers", type=positive(int), default=os.cpu_count(), help="default: CPU count")
     parser.add_argument("--seed", type=int, default=0, help="shuffles the record order; same seed, same shards")
     args = parser.parse_args(argv)
@@ -159,11 +161,12 @@ def convert(args) -> str:
     found = _find_class_folders(args.dataset_dir)
     labels = _label_names(found.classes, args.labels_file, args.dataset_dir)
     sets = _planned_sets(args, found)
-    training = _earlier_training_digests(args, sets)
+    training = _earlier_training_images(args, sets)
     try:
         _remove_earlier_output(args, sets)
         written = _write_sets(args, sets, labels, training, found.total_bytes / len(found.files))
-        atomic_file.write_text(os.path.join(args.tfrecord_dir, record_schema.LABELS_FILENAME), "\n".join(labels) + "\n")
+        labels_path = os.path.join(args.tfrecord_dir, record_schema.LABELS_FILENAME)
+        atomic_file.write_text(labels_path, "\n".join(labels) + "\n")
         for manifest in written:
             manifests.write(manifests.path_of(args.tfrecord_dir, manifest["tfrecord_filename"]), manifest)
     except tf.errors.OpError as error:
@@ -259,23 +262,23 @@ def _planned_sets(args, found) -> list:
     return [shard_set for name, shard_set in sets.items() if name == TRAIN or shares[name]]
 
 
-def _earlier_training_digests(args, sets: list) -> list:
-    """(file, digest) of the images of the training set(s) whose manifests are beside --labels_file, unless this run
-    replaces them: the images an evaluation set converted in a run of its own must not share with training."""
+def _earlier_training_images(args, sets: list) -> image_digest.Index:
+    """The digests of the training set(s) whose manifests are beside --labels_file, unless this run replaces them:
+    the images an evaluation set converted in a run of its own must not share with training."""
+    found = image_digest.Index()
     if not args.labels_file:
-        return []
+        return found
     folder = os.path.dirname(args.labels_file) or "."
     replaced = {manifests.path_of(resolved_path(args.tfrecord_dir), shard_set.name) for shard_set in sets}
-    found = []
     try:
         for path, manifest in manifests.in_folder(folder):
             if manifest.get("role") == TRAIN and resolved_path(path) not in replaced:
                 root = manifest["dataset_dir"]
-                found += [(os.path.join(root, file), digest) for file, digest in manifest["image_digests"].items()]
+                found.add([(os.path.join(root, file), digest) for file, digest in manifest["image_digests"].items()])
     except (ValueError, KeyError, AttributeError, import_tensorflow().errors.OpError) as error:
         raise ConversionError(f"cannot read the manifests beside --labels_file {args.labels_file}: "
                               f"{type(error).__name__}: {error}; convert the training set again") from None
-    if not found and sets[0].role == EVALUATION:
+    if not found.names and sets[0].role == EVALUATION:
         print(f"note: no training manifest with image digests beside --labels_file {args.labels_file} (convert the "
               "training set with this version to write one); images shared with it are not looked for",
               file=sys.stderr)
@@ -301,21 +304,21 @@ def default_num_shards(num_files: int, total_bytes: int, max_edge: int) -> int:
     return max(1, min(num_files, max(MIN_SHARDS, math.ceil(estimated_bytes / TARGET_SHARD_BYTES))))
 
 
-def _write_sets(args, sets: list, labels: list, training: list, bytes_per_file: float) -> list:
+def _write_sets(args, sets: list, labels: list, training: image_digest.Index, bytes_per_file: float) -> list:
     """Write every set through one worker pool; the manifests. The training set comes first, so its images'
-    digests (with ``training``, those of an earlier run) are known when the evaluation sets are searched."""
+    digests are in ``training`` (with those of an earlier run) when the evaluation sets are searched."""
     written = []
     total = sum(len(shard_set.files) for shard_set in sets)
     with _worker_pool(args.num_workers) as pool, tqdm(total=total, unit="img", desc="converting") as progress:
         job = _Job(args, labels, pool, progress)
         for shard_set in sets:
-            searched = image_digest.Index([] if shard_set.role == TRAIN else training)
+            searched = image_digest.Index() if shard_set.role == TRAIN else training
             files = len(shard_set.files)
             num_shards = args.num_shards or default_num_shards(files, files * bytes_per_file, args.max_edge)
             with ShardedTFRecordWriter(args.tfrecord_dir, shard_set.name, num_shards) as writer:
                 tally = _write_records(job, shard_set, writer, searched)
             if shard_set.role == TRAIN:
-                training = training + sorted(tally.digests.items())
+                training.add(sorted(tally.digests.items()))
             written.append(_manifest(job.args, shard_set, tally, writer))
     return written
 

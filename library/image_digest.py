@@ -42,10 +42,17 @@ def _signs(digests: list) -> np.ndarray:
 class Index:
     """Named digests, searched for the one nearest a new picture's; about 256 bytes a digest."""
 
-    def __init__(self, named_digests: list):
+    def __init__(self, named_digests: list = ()):
         """``named_digests``: (name, digest) pairs; ValueError if a digest is malformed."""
-        self.names = [name for name, _ in named_digests]
-        self._signs = _signs([digest for _, digest in named_digests])
+        self.names = []
+        self._signs = _signs([])
+        self.add(named_digests)
+
+    def add(self, named_digests: list) -> None:
+        """Index more (name, digest) pairs; ValueError if a digest is malformed."""
+        signs = _signs([digest for _, digest in named_digests])
+        self.names += [name for name, _ in named_digests]
+        self._signs = np.concatenate([self._signs, signs])
 
     def nearest(self, digests: list) -> list:
         """For each of ``digests``, (name, differing bits) of the nearest indexed digest, or None if none is

@@ -644,14 +644,22 @@ def test_a_training_set_converted_again_in_place_is_not_its_own_duplicate(photos
     assert manifest_of(tmp_path / "train")["duplicates_of_training"] == []
 
 
-def test_a_damaged_training_manifest_beside_the_labels_file_is_a_one_line_error(photos_converted, tmp_path):
+@pytest.mark.parametrize("damage, error", [
+    (lambda manifest: "{", "JSONDecodeError"),
+    (lambda manifest: json.dumps({**manifest, "image_digests": {"colour/chelsea.png": "not hex"}}), "ValueError"),
+    (lambda manifest: json.dumps({key: value for key, value in manifest.items() if key != "image_digests"}), "KeyError"),
+], ids=["not-json", "bad-digest", "no-digests"])
+def test_a_damaged_training_manifest_beside_the_labels_file_is_a_one_line_error(photos_converted, tmp_path, damage,
+                                                                                  error):
     shutil.copytree(photos_converted / "records/train", tmp_path / "train")
-    (tmp_path / "train/train-manifest.json").write_text("{")
+    manifest = tmp_path / "train/train-manifest.json"
+    manifest.write_text(damage(json.loads(manifest.read_text())))
     code, stdout, stderr = convert_test_photos(photos_converted, tmp_path / "test", "--labels_file",
                                                tmp_path / "train/labels.txt")
     assert (code, stdout) == (1, "")
     assert re.fullmatch(rf"error: cannot read the manifests beside --labels_file {tmp_path}/train/labels.txt: "
-                        r"JSONDecodeError: .*; convert the training set again\n", stderr)
+                        rf"{error}: .*; convert the training set again\n", stderr)
+    assert not (tmp_path / "test").exists() or not list((tmp_path / "test").glob("*.tfrecord"))
 
 
 # --- a killed run leaves nothing that passes for a finished shard ---

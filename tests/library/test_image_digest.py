@@ -73,12 +73,13 @@ def flipped(digest: str, bits: int) -> str:
 def test_the_index_finds_the_nearest_digest_within_the_limit_across_blocks(monkeypatch):
     monkeypatch.setattr(image_digest, "_INDEX_BLOCK", 7)  # 50 digests: 8 blocks, the last one short
     indexed = random_digests(50)
-    index = image_digest.Index([(f"file{i}", digest) for i, digest in enumerate(indexed)])
+    index = image_digest.Index([(f"file{i}", digest) for i, digest in enumerate(indexed[:30])])
+    index.add([(f"file{i}", digest) for i, digest in enumerate(indexed) if i >= 30])
     limit = image_digest.MAX_DIFFERING_BITS
     queries = [indexed[3], flipped(indexed[48], limit), flipped(indexed[20], limit + 1), *random_digests(2, seed=1)]
     assert index.nearest(queries) == [("file3", 0), ("file48", limit), None, None, None]
     assert index.nearest([]) == []
-    assert image_digest.Index([]).nearest(queries[:2]) == [None, None]
+    assert image_digest.Index().nearest(queries[:2]) == [None, None]
 
 
 def test_a_malformed_digest_is_a_value_error():
@@ -86,3 +87,7 @@ def test_a_malformed_digest_is_a_value_error():
         image_digest.Index([("a", "abc")])
     with pytest.raises(ValueError):
         image_digest.Index([("a", "zz" * 32)])
+    index = image_digest.Index([("a", "0" * 64)])
+    with pytest.raises(ValueError):
+        index.add([("b", "1" * 63)])
+    assert index.names == ["a"]  # nothing half added

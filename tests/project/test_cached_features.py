@@ -166,11 +166,17 @@ def with_labels_swapped(path) -> None:
     os.utime(path, ns=times)
 
 
-def test_test_shards_converted_again_with_swapped_labels_get_a_new_cache(project, frozen_module, tmp_path):
+@pytest.fixture
+def copied_data(project, frozen_module, tmp_path):
+    """(the tiny data set copied into tmp_path, params evaluating its copied test set on cached features)."""
     data = tmp_path / "data"
     shutil.copytree(project.parent / "data", data)
-    params = params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features",
-                       "--eval_data", str(data / "test" / "test-*.tfrecord"))
+    return data, params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features",
+                           "--eval_data", str(data / "test" / "test-*.tfrecord"))
+
+
+def test_test_shards_converted_again_with_swapped_labels_get_a_new_cache(project, copied_data, tmp_path):
+    data, params = copied_data
     before = cached_features.cache_path(params, EVAL)
     shards = sorted(glob.glob(str(data / "test" / "*")))
     stats = {path: os.stat(path) for path in shards}
@@ -187,11 +193,8 @@ def test_test_shards_converted_again_with_swapped_labels_get_a_new_cache(project
     assert cached_features.cache_path(params, EVAL) == after  # the same content, the same cache
 
 
-def test_shards_without_a_manifest_are_keyed_by_reading_their_records(project, frozen_module, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(project.parent / "data", data)
-    params = params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features",
-                       "--eval_data", str(data / "test" / "test-*.tfrecord"))
+def test_shards_without_a_manifest_are_keyed_by_reading_their_records(copied_data):
+    data, params = copied_data
     with_manifest = cached_features.cache_path(params, EVAL)
     os.remove(data / "test" / "test-manifest.json")
     assert cached_features.cache_path(params, EVAL) == with_manifest  # the digests read equal those recorded
@@ -200,11 +203,8 @@ def test_shards_without_a_manifest_are_keyed_by_reading_their_records(project, f
     assert cached_features.cache_path(params, EVAL) != with_manifest
 
 
-def test_a_shard_changed_since_its_manifest_is_read_not_trusted(project, frozen_module, tmp_path):
-    data = tmp_path / "data"
-    shutil.copytree(project.parent / "data", data)
-    params = params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features",
-                       "--eval_data", str(data / "test" / "test-*.tfrecord"))
+def test_a_shard_changed_since_its_manifest_is_read_not_trusted(copied_data):
+    data, params = copied_data
     before = cached_features.cache_path(params, EVAL)
     shard = sorted(glob.glob(str(data / "test" / "test-*.tfrecord")))[0]
     with_labels_swapped(shard)
