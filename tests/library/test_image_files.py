@@ -9,7 +9,7 @@ from PIL import ExifTags, Image, JpegImagePlugin
 
 from library import image_digest
 from library.image_files import (DatasetImage, UnusableImage, check_class_names, list_class_folders, read_for_dataset,
-                                 to_baseline_jpeg)
+                                 to_baseline_jpeg, to_dataset_image)
 from tests.conftest import tf
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -191,6 +191,16 @@ def corrupt_png() -> bytes:
 def test_unusable_files_are_rejected_with_a_reason(data, reason):
     with pytest.raises(UnusableImage, match=reason):
         to_baseline_jpeg(io.BytesIO(data), 64)
+
+
+def test_a_jpeg_stored_as_is_is_decoded_small_for_its_digest_yet_caught_when_truncated():
+    data = encoded(noise((320, 288)), "JPEG")
+    image = to_dataset_image(io.BytesIO(data), 384)
+    assert (image.jpeg, image.height, image.width) == (data, 288, 320)  # the file's size, not the reduced decode's
+    full = Image.open(io.BytesIO(data))
+    assert image_digest.differing_bits(image.digest, image_digest.of(full)) <= 10  # ~ the full picture's digest
+    with pytest.raises(UnusableImage, match="image file is truncated"):
+        to_dataset_image(io.BytesIO(data[:-2000]), 384)
 
 
 def test_images_over_pillows_pixel_limit_are_rejected_as_decompression_bombs(monkeypatch):
