@@ -402,9 +402,8 @@ def predict(run: Run) -> int:
     settings = run.settings
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
-    if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
-        raise ConfigError(f"predictions_file: {settings.predictions_file} is a folder; give a file path, e.g. "
-                          f"{os.path.join(settings.predictions_file, 'predictions.csv')}")
+    if settings.predictions_file:
+        check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
     input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
     checkpoint = run.checkpoint()
     rows = []
@@ -415,6 +414,12 @@ def predict(run: Run) -> int:
     if settings.predictions_file:
         atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def check_not_a_folder(option: str, path: str, example_name: str) -> None:
+    """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
 
 
 def csv_text(rows: list) -> str:
@@ -457,6 +462,18 @@ def export_hub(run: Run) -> int:
     return 0
 
 
+def export_tflite(run: Run) -> int:
+    """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
+    output = run.settings.output
+    if not output:
+        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
+    check_not_a_folder("output", output, "model.tflite")
+    checkpoint = run.checkpoint()
+    run.experiment.export_tflite(run.params, checkpoint, output)
+    print(f"TensorFlow Lite model of {checkpoint} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
+    return 0
+
+
 def dry_run(run: Run) -> int:
     """Build the graph and input once and run one training and one evaluation step, writing nothing."""
     scratch = tempfile.mkdtemp(prefix="dry_run-")
@@ -478,7 +495,7 @@ def benchmark_input(run: Run) -> int:
 
 
 MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
-         "dry_run": dry_run, "benchmark_input": benchmark_input}
+         "export_tflite": export_tflite, "dry_run": dry_run, "benchmark_input": benchmark_input}
 
 
 def main(settings, experiment: Experiment) -> int:

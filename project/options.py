@@ -23,6 +23,8 @@ PROJECT_OPTIONS = (
            "beside model_dir, and train and evaluate the head on them (README: Feature cache)"),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
+    Option("tflite_input", str, "float32", "export_tflite mode: the model's input, one RGB image at the model's "
+           "image size: float32 in [0, 1] or uint8 in [0, 255]", choices=("float32", "uint8")),
 )
 
 # TF Hub's TF1 MobileNetV2 (ImageNet) feature-vector module; versions 4 and later are TF2 SavedModels.
