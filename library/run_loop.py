@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory,
-                     towers)
+from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, hparams_summary,
+                     model_directory, towers)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.cycle_evaluation import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
@@ -243,6 +243,7 @@ class Training:
     best: BestCheckpoint
     log: EvaluationLog
     train_input_fn: object
+    hparams_row: hparams_summary.SessionRow
 
     @classmethod
     def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
@@ -261,7 +262,8 @@ class Training:
                                                         tf_config)
         if isinstance(strategy, towers.Towers):
             train_input_fn = strategy.input_fn(train_input_fn)
-        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn)
+        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn,
+                   hparams_summary.SessionRow(settings.model_dir, settings.as_dict()))
 
     def run_task(self, task_type: str) -> int:
         """This task's part: training in cycles, or its role in a cluster; prints the start and the outcome."""
@@ -272,6 +274,8 @@ class Training:
             print(description, flush=True)
         print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
               f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
+        if task_type == "chief":
+            self.hparams_row.write(self.best.record, finished=step >= plan.total_steps)
         if settings.distribution in distribution.CLUSTER_DISTRIBUTIONS:
             self.in_cluster(task_type)
         else:
@@ -360,6 +364,7 @@ class Training:
         if report is not None:
             evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
         self.log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+        self.hparams_row.write(self.best.record, finished=results["global_step"] >= self.plan.total_steps)
         print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved), flush=True)
 
 

@@ -22,7 +22,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import convert_dataset
 import run
-from library import batch_norm_recalibration, config, evaluation_report, hub_module, keras_application, model_directory
+from library import (batch_norm_recalibration, config, evaluation_report, hparams_summary, hub_module, keras_application,
+                     model_directory)
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
@@ -207,6 +208,41 @@ def test_export_best_writes_a_saved_model_of_each_new_best_from_inside_the_train
     exports = sorted((tmp_path / "best" / "export").iterdir())
     assert new_bests >= 1 and len(exports) == new_bests
     assert all((export / "saved_model.pb").is_file() and (export / "variables").is_dir() for export in exports)
+
+
+def test_each_training_run_is_one_row_of_the_hparams_dashboard_kept_up_to_date_when_stopped_and_resumed(
+        project, trained, tmp_path, monkeypatch):
+    write = hparams_summary.SessionRow.write
+
+    def stop_after_the_first_evaluation(row, best, finished):
+        path = write(row, best, finished)
+        if best is not None and not finished:
+            raise KeyboardInterrupt
+        return path
+
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        patch.setattr(hparams_summary.SessionRow, "write", stop_after_the_first_evaluation)
+        assert run_main(project, stopped, "--learning_rate", "3e-3") == 130
+    assert_dashboard_rows(tmp_path, {"model/hparams": ("success", trained, 1e-2), "stopped/model/hparams": ("unknown", stopped, 3e-3)})
+    assert BestCheckpoint(str(stopped / "best")).record["epoch"] == 2
+    assert run_main(project, stopped, "--learning_rate", "3e-3") == 0  # resumed to the end
+    assert_dashboard_rows(tmp_path, {"model/hparams": ("success", trained, 1e-2), "stopped/model/hparams": ("success", stopped, 3e-3)})
+    assert BestCheckpoint(str(stopped / "best")).record["epoch"] == 4
+
+
+def assert_dashboard_rows(logdir, expected):
+    """The HParams dashboard of ``logdir`` has exactly the rows ``expected`` ({run: (status, out, learning_rate)}), each
+    with the configuration of its run and the best snapshot's evaluation."""
+    rows = {row.run: row for row in hparams_summary.dashboard_rows(str(logdir))}
+    assert sorted(rows) == sorted(expected)
+    for run, (status, out, learning_rate) in expected.items():
+        row, record = rows[run], BestCheckpoint(str(out / "best")).record
+        assert row.status == f"STATUS_{status.upper()}"
+        assert (row.hparams["config_set"], row.hparams["learning_rate"], row.hparams["train_epochs"]) == ("tiny", learning_rate, 4)
+        assert row.metrics == pytest.approx({"best/loss": record["loss"], "best/accuracy": record["metrics"]["accuracy"],
+                                             "best/mean_per_class_accuracy": record["metrics"]["mean_per_class_accuracy"],
+                                             "best/epoch": record["epoch"]})
 
 
 def test_same_seed_same_training(project, tmp_path):
