@@ -141,9 +141,14 @@ def table(rows: list) -> str:
     lines = [["run", "status", *metrics, *differing]]
     lines += [[row.run, row.status.removeprefix("STATUS_").lower(),
                *(f"{row.metrics[name]:.4f}" if name in row.metrics else "-" for name in metrics),
-               *(str(row.hparams.get(name, "-")) for name in differing)] for row in rows]
+               *(shown(row.hparams.get(name, "-")) for name in differing)] for row in rows]
     widths = [max(len(line[column]) for line in lines) for column in range(len(lines[0]))]
     return "\n".join("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines)
+
+
+def shown(value) -> str:
+    """A hyperparameter as its table cell: whole numbers without the ".0" TensorBoard's float64 gives them."""
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def main(argv=None) -> int:

@@ -73,8 +73,8 @@ def write_scalar(run, tag, value):
 def test_the_dashboard_lists_every_run_once_best_first_and_the_table_shows_what_differs(tmp_path):
     for name, learning_rate, accuracy in (("a", 1e-3, 0.625), ("b", 3e-3, 0.875), ("c", 1e-2, 0.5)):
         model_dir = str(tmp_path / name / "checkpoints")
-        hparams_summary.SessionRow(model_dir, {**VALUES, "learning_rate": learning_rate, "model_dir": model_dir}).write(
-            best_record(200, 1 - accuracy, accuracy), finished=name != "c")
+        values = {**VALUES, "learning_rate": learning_rate, "model_dir": model_dir, "train_epochs": 30 + 10 * (name == "c")}
+        hparams_summary.SessionRow(model_dir, values).write(best_record(200, 1 - accuracy, accuracy), finished=name != "c")
         for run, tag in ((model_dir, "loss"), (os.path.join(model_dir, "eval"), "accuracy")):  # as Estimator writes
             write_scalar(run, tag, 0.25)
     rows = hparams_summary.dashboard_rows(str(tmp_path))  # the Estimator's scalars are no columns
@@ -82,11 +82,12 @@ def test_the_dashboard_lists_every_run_once_best_first_and_the_table_shows_what_
     assert [(row.run, row.metrics["best/accuracy"], row.hparams["learning_rate"]) for row in rows] == [
         ("b/checkpoints/hparams", 0.875, 3e-3), ("a/checkpoints/hparams", 0.625, 1e-3), ("c/checkpoints/hparams", 0.5, 1e-2)]
     assert [row.run for row in hparams_summary.dashboard_rows(str(tmp_path), "best/loss")][0] == "c/checkpoints/hparams"
-    assert hparams_summary.table(rows).splitlines() == [
-        "run                    status   best/accuracy  best/epoch  best/loss  learning_rate  model_dir",
-        f"b/checkpoints/hparams  success  0.8750         20.0000     0.1250     0.003          {tmp_path}/b/checkpoints",
-        f"a/checkpoints/hparams  success  0.6250         20.0000     0.3750     0.001          {tmp_path}/a/checkpoints",
-        f"c/checkpoints/hparams  unknown  0.5000         20.0000     0.5000     0.01           {tmp_path}/c/checkpoints",
+    assert hparams_summary.table(rows).splitlines() == [  # the options that differ, whole numbers without ".0"
+        "run                    status   best/accuracy  best/epoch  best/loss  learning_rate  model_dir" + " " * (
+            len(str(tmp_path)) + 7) + "train_epochs",
+        f"b/checkpoints/hparams  success  0.8750         20.0000     0.1250     0.003          {tmp_path}/b/checkpoints  30",
+        f"a/checkpoints/hparams  success  0.6250         20.0000     0.3750     0.001          {tmp_path}/a/checkpoints  30",
+        f"c/checkpoints/hparams  unknown  0.5000         20.0000     0.5000     0.01           {tmp_path}/c/checkpoints  40",
     ]
 
 
