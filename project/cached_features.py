@@ -1,5 +1,8 @@
 """``cache_features``: the head trains and evaluates on a frozen module's features, computed once.
 
+It applies while the module is frozen (``fine_tuning`` False); a fine-tuned module's
+features change every step, so then the option has no effect.
+
 With ``fine_tuning`` False the module's output for an image never changes, yet the image
 pipeline decodes, crops and runs the module for every image every epoch. With
 ``cache_features`` the features of every training and evaluation image are computed in one
@@ -43,11 +46,10 @@ THUMBNAIL = "cached_thumbnail"  # uint8 [t, t, 3] bytes: the evaluation report's
 ALL_RECORDS = 2**40  # a batch size no cache reaches: the whole training cache as one batch, parsed at once
 
 
-def check(params) -> None:
-    """ValueError (one line) when the features cannot be cached as configured."""
-    if params.get("cache_features") and params["fine_tuning"]:
-        raise ValueError("cache_features: a fine-tuned module's features change every step, so they cannot be cached; "
-                         "use --no-fine_tuning or --no-cache_features")
+def applies(params) -> bool:
+    """Whether the head trains on cached features: asked for, and the module frozen (a fine-tuned module's features
+    change every step, so there is nothing to cache)."""
+    return params["cache_features"] and not params["fine_tuning"]
 
 
 def views(params, training) -> int:
