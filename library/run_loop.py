@@ -27,8 +27,8 @@ import time
 
 import numpy as np
 
-from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory,
-                     towers)
+from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, hparams_summary,
+                     model_directory, towers)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.cycle_evaluation import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
@@ -243,6 +243,7 @@ class Training:
     best: BestCheckpoint
     log: EvaluationLog
     train_input_fn: object
+    hparams_row: hparams_summary.SessionRow
 
     @classmethod
     def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
@@ -261,7 +262,8 @@ class Training:
                                                         tf_config)
         if isinstance(strategy, towers.Towers):
             train_input_fn = strategy.input_fn(train_input_fn)
-        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn)
+        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn,
+                   hparams_summary.SessionRow(settings.model_dir, settings.as_dict()))
 
     def run_task(self, task_type: str) -> int:
         """This task's part: training in cycles, or its role in a cluster; prints the start and the outcome."""
@@ -272,6 +274,8 @@ class Training:
             print(description, flush=True)
         print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
               f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
+        if task_type == "chief":
+            self.hparams_row.write(self.best.record, finished=step >= plan.total_steps)
         if settings.distribution in distribution.CLUSTER_DISTRIBUTIONS:
             self.in_cluster(task_type)
         else:
@@ -360,6 +364,7 @@ class Training:
         if report is not None:
             evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
         self.log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+        self.hparams_row.write(self.best.record, finished=results["global_step"] >= self.plan.total_steps)
         print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved), flush=True)
 
 
@@ -402,9 +407,8 @@ def predict(run: Run) -> int:
     settings = run.settings
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
-    if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
-        raise ConfigError(f"predictions_file: {settings.predictions_file} is a folder; give a file path, e.g. "
-                          f"{os.path.join(settings.predictions_file, 'predictions.csv')}")
+    if settings.predictions_file:
+        check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
     input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
     checkpoint = run.checkpoint()
     rows = []
@@ -415,6 +419,12 @@ def predict(run: Run) -> int:
     if settings.predictions_file:
         atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def check_not_a_folder(option: str, path: str, example_name: str) -> None:
+    """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
 
 
 def csv_text(rows: list) -> str:
@@ -457,6 +467,18 @@ def export_hub(run: Run) -> int:
     return 0
 
 
+def export_tflite(run: Run) -> int:
+    """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
+    output = run.settings.output
+    if not output:
+        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
+    check_not_a_folder("output", output, "model.tflite")
+    checkpoint = run.checkpoint()
+    run.experiment.export_tflite(run.params, checkpoint, output)
+    print(f"TensorFlow Lite model of {checkpoint} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
+    return 0
+
+
 def dry_run(run: Run) -> int:
     """Build the graph and input once and run one training and one evaluation step, writing nothing."""
     scratch = tempfile.mkdtemp(prefix="dry_run-")
@@ -478,7 +500,7 @@ def benchmark_input(run: Run) -> int:
 
 
 MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
-         "dry_run": dry_run, "benchmark_input": benchmark_input}
+         "export_tflite": export_tflite, "dry_run": dry_run, "benchmark_input": benchmark_input}
 
 
 def main(settings, experiment: Experiment) -> int:
