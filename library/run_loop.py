@@ -214,7 +214,7 @@ def train(run: Run) -> int:
         return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
     with model_directory.training_lock(settings.model_dir):
         checkpoints.resume_from_readable(settings.model_dir, run.experiment.checkpoint_shapes(run.params))
-        for directory in directories:  # a read-only best_model_dir fails here, before any training
+        for directory in reversed(directories):  # a read-only best_model_dir fails first, before any training
             model_directory.write_record(directory, identity)
         config.write_config(settings, settings.model_dir)
         return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)

@@ -840,3 +840,11 @@ def test_predict_escapes_tabs_newlines_and_backslashes_of_file_names_on_stdout_a
                                                                                 "two\\nlines.jpg"]
     with open(predictions, newline="") as handle:
         assert sorted(os.path.basename(row["file"]) for row in csv.DictReader(handle)) == sorted(names)
+
+
+def test_a_best_model_dir_that_cannot_be_written_is_refused_before_training_starts(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--best_model_dir", "/sys/nowhere/best") == 1  # not even root may write there
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: /sys/nowhere.*(Operation not permitted|Permission denied).*; check the path, its "
+                        r"permissions and the free space\n", err), err
+    assert os.listdir(tmp_path / "model") == ["training.lock"]  # no checkpoint, no record: nothing trained
