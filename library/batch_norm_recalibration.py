@@ -316,7 +316,7 @@ def _mean_of(variance_name: str) -> str:
 
 
 def make_latest_checkpoint(path: str) -> None:
-    """Point the ``checkpoint`` state file of ``path``'s directory at it (one atomic write), keeping the others listed."""
+    """Point the ``checkpoint`` state file of ``path``'s directory at it (one atomic write), the others still listed."""
     directory = os.path.dirname(path)
     state = v1.train.get_checkpoint_state(directory)
     others = [p for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]

@@ -47,7 +47,7 @@ class Held:
 @contextlib.contextmanager
 def held(settings, identity: dict, shapes: dict):
     """The checkpoint ``settings.model`` names (latest, best or a path), held for the ``with`` block once it is known
-    to be one of a model trained for ``identity`` with variables of ``shapes`` (see :func:`check`); ConfigError if not."""
+    to be of a model trained for ``identity`` with variables of ``shapes`` (see :func:`check`); ConfigError if not."""
     tempdir = tempfile.gettempdir()
     atomic_file.remove_stale_temporaries(tempdir, HELD_FOLDER)  # of reading runs that were killed
     folder = atomic_file.temporary_name(os.path.join(tempdir, HELD_FOLDER))

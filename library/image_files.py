@@ -156,7 +156,7 @@ def _visible_entries(tf, root, folder, names, skipped, *, root_files=False):
         try:
             yield (relative, *_folder_or_file_size(tf, os.path.join(root, relative)))
         except UnusableImage as reason:
-            if folder or root_files:  # files directly in the dataset folder belong to no class: ignored anyway
+            if folder or root_files:  # else a file directly in the dataset folder: of no class, ignored anyway
                 skipped.append((relative, str(reason)))
         except OSError as error:  # a broken symlink, a permission problem
             skipped.append((relative, f"cannot read: {error.filename}: {error.strerror}"))

@@ -53,7 +53,7 @@ def build(name: str, image_size: int, weights=None, *, alpha=None):
 
 
 def width_arguments(name: str, alpha) -> dict:
-    """The constructor's arguments for width ``alpha`` (none for None); KerasApplicationError if ``name`` has no width."""
+    """The constructor's arguments for width ``alpha`` (none for None); KerasApplicationError if ``name`` has none."""
     if alpha is None:
         return {}
     if not takes_alpha(name):
@@ -63,7 +63,12 @@ def width_arguments(name: str, alpha) -> dict:
 
 def takes_alpha(name: str) -> bool:
     """Whether application ``name`` has a width multiplier, ``alpha`` (MobileNet, MobileNetV2, MobileNetV3*)."""
-    return "alpha" in inspect.signature(application(name)[0]).parameters
+    return _alpha_parameter(name) is not None
+
+
+def _alpha_parameter(name: str):
+    """The ``alpha`` parameter of application ``name``'s constructor (its default is the default width), or None."""
+    return inspect.signature(application(name)[0]).parameters.get("alpha")
 
 
 def create_spec(name: str, image_size: int, *, alpha=None):
@@ -109,7 +114,7 @@ def _not_its_weights(name: str, weights: str, alpha, error) -> str:
     cause = first_line(error) if isinstance(error, tf.errors.OpError) else " ".join(str(error).split())
     built, remedy = name, "save them with"
     if takes_alpha(name):
-        width = alpha if alpha is not None else inspect.signature(application(name)[0]).parameters["alpha"].default
+        width = alpha if alpha is not None else _alpha_parameter(name).default
         built, remedy = f"{name} of width alpha {width:g}", "pass the --alpha they were saved with, or save them with"
     return (f"--weights {weights}: not the weights of {built} without its top ({cause[:200]}); {remedy} "
             f"tf.keras.applications.{name}(include_top=False, ...).save_weights(PATH.h5)")

@@ -26,7 +26,7 @@ UNKNOWN_LABEL = -1
 def list_image_files(source, class_names=None):
     """(paths, labels) of ``source``: a class-per-folder tree (with class_names), a folder, a glob or a list.
 
-    Paths that are not valid UTF-8 (which TensorFlow cannot take) are skipped with a warning, as the converter skips them.
+    Paths that are not valid UTF-8 (TensorFlow cannot take them) are skipped with a warning, as the converter does.
     """
     if isinstance(source, (list, tuple)):
         paths = utf8_paths(source)
