@@ -1,4 +1,4 @@
-"""How well the converter's image digests find copies, on real photos (README, "The same photo in training and
+"""How well the converter's image digests find copies, on real photos (docs/data-preparation.md, "The same photo in training and
 evaluation sets"). Not part of `make bench`; about a minute on 2 cores. Run from the project root:
 
     .venv/bin/python -m benchmarks.digest_study ../shared/data/flowers_small

@@ -4,7 +4,7 @@ The digest is a difference hash: the picture in grey, reduced by 2, 4 or 8 (box 
 decoder does at those scales), then to a 17x16 thumbnail, one bit for each pair of horizontal
 neighbours, set where the right one is brighter. 256 bits, written as 64 hex digits.
 Two digests differing in at most :data:`MAX_DIFFERING_BITS` bits are taken for the same picture.
-On flowers_small's 1,000 photos (``benchmarks/digest_study.py``; README, "The same photo in
+On flowers_small's 1,000 photos (``benchmarks/digest_study.py``; docs/data-preparation.md, "The same photo in
 training and evaluation sets"), copies re-encoded as JPEG down to quality 50, as PNG or in grey,
 or at half the size, all stayed within it (99 % within 24 bits), while no two different photos
 came closer than 64 bits. Crops, flips and heavy edits move most bits; plain one-colour pictures

@@ -37,7 +37,7 @@ HYPERPARAMETER_OPTIONS = (
            "null: a module's own size, else 224", HP, valid=AT_LEAST_1),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("cache_features", bool, True, "while the module is frozen (fine_tuning False), compute its features of "
-           "every image once, beside model_dir, and train and evaluate the head on them (README: Feature cache)", HP),
+           "every image once, beside model_dir, and train and evaluate the head on them (docs/feature-cache.md)", HP),
     Option("learning_rate", float, 1e-3, "initial learning rate", HP, valid=POSITIVE),
     Option("learning_rate_schedule", str, "constant", "learning rate over training", HP, ("constant", "cosine", "exponential")),
     Option("learning_rate_decay", float, 0.94, "exponential schedule: factor applied per epoch", HP, valid=FRACTION),
