@@ -8,8 +8,8 @@ Each runs in two bare ``tf.compat.v1.Session`` loops over the model_fn's train_o
 graph and session each round (a loop's rate moves by a few percent from one graph and
 session to the next, which the rounds' spread should show):
 
-* ``session``: over the real ``input_fn``;
-* ``synthetic``: over one real preprocessed batch cached in memory
+* ``real input``: over the real ``input_fn``;
+* ``cached batch``: over one real preprocessed batch cached in memory
   (``Dataset.from_tensors(batch).repeat()``), so the input costs nothing.
 
 Rates are taken over a steady-state window of steps after a warm-up. After the window, the
