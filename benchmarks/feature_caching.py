@@ -102,14 +102,11 @@ TEXT = RowText(
 
 
 def row(context) -> dict:
-    """Row 9: images/s of the caching pass / the module alone in a bare Session, on the same decoded batches.
-
-    In --quick the small CNN module stands in for EfficientNet-Lite0: the quick run checks the row works.
-    """
+    """Row 9: images/s of the caching pass / the module alone in a bare Session, on the same decoded batches."""
     files = sorted(tf.io.gfile.glob(os.path.join(context.records_dir, "train-*.tfrecord")))[:SHARDS]
-    network = context.choose(project_config.PRETRAINED, project_config.feature_extractor_module(context))
+    network = project_config.pretrained_network(context)
     argv = [*project_config.run_argv(context), "--hub_module", network, "--no-fine_tuning",
-            "--eval_batch_size", str(BATCH[context.choose("full", "quick")])]
+            "--eval_batch_size", str(BATCH[context.size])]
     _, params = project_config.parsed(argv)
     params = {**params, "train_data": files}  # Dataset.list_files takes a list of patterns
     batches = decoded_batches(params)

@@ -23,7 +23,7 @@ import time
 
 from benchmarks import measure, report
 from benchmarks.report import RowText
-from benchmarks.training import Steps, configuration, experiment, session_loop, window
+from benchmarks.training import Steps, cached_features_configuration, configuration, experiment, session_loop, window
 from library import distribution, run_loop
 from library.hooks import ProgressBarHook, StopOnNonFiniteLossHook
 from library.tensorflow_env import import_tensorflow
@@ -131,11 +131,9 @@ TEXT = RowText(
 
 def row(context) -> dict:
     """Row 4: steps/s of Estimator.train / a bare Session loop, checkpoint cost amortized."""
-    size = context.choose("full", "quick")
-    estimator_steps, session_steps, cached_steps = ESTIMATOR[size], SESSION[size], CACHED[size]
+    estimator_steps, session_steps, cached_steps = (steps[context.size] for steps in (ESTIMATOR, SESSION, CACHED))
     settings, params = configuration(context)
-    cached_settings, cached_params = configuration(
-        context, "--cache_features", "--model_dir", os.path.join(context.output_dir, "cached-features", "model"))
+    cached_settings, cached_params = cached_features_configuration(context)
     context.log(f"  framework: Estimator.train vs a bare Session, head only on images, {estimator_steps.warmup} "
                 f"warm-up + {estimator_steps.timed} timed steps (Session: {session_steps.timed})")
     done = context.rounds({

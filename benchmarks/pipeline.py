@@ -67,8 +67,7 @@ TEXT = RowText(
 
 def row(context) -> dict:
     """Row 2: the pipeline's images/s against what its per-image work alone reaches."""
-    size = context.choose("full", "quick")
-    batches, batch_size = BATCHES[size], BATCH_SIZE[size]
+    batches, batch_size = BATCHES[context.size], BATCH_SIZE[context.size]
     argv = project_config.run_argv(context, "--train_batch_size", str(batch_size), "--mode", "benchmark_input",
                                    "--benchmark_batches", str(batches))
     _, params = project_config.parsed(argv)

@@ -3,7 +3,7 @@
 A row is one function ``row(context) -> dict`` (made with ``report.row``, its prose from a
 ``report.RowText`` kept beside it), listed in ``benchmarks/run.py``'s ROWS with the seconds its
 rounds take on a quiet 2-core machine. Each row picks its own sizes with
-:meth:`Context.choose` (the full suite's or ``--quick``'s) and times its measurements with
+:attr:`Context.size` (the full suite's or ``--quick``'s) and times its measurements with
 :meth:`Context.rounds`.
 """
 
@@ -45,9 +45,10 @@ class Context:
     budget: measure.Budget = None  # when this row must stop adding rounds, set before each row
     log: Callable = print
 
-    def choose(self, full, quick):
-        """``quick`` in a --quick run, else ``full``: a row's sizes."""
-        return quick if self.quick else full
+    @property
+    def size(self) -> str:
+        """"quick" in a --quick run, else "full": the key of a row's sizes, e.g. ``STEPS[context.size]``."""
+        return "quick" if self.quick else "full"
 
     def rounds(self, measurements: dict, count: int = None) -> list:
         """measure.rounds of ``measurements``: ``count`` rounds (the policy's by default) within this row's budget."""

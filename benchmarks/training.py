@@ -168,6 +168,12 @@ def configuration(context, *extra: str) -> tuple:
     return settings, training_params(settings, params)
 
 
+def cached_features_configuration(context) -> tuple:
+    """:func:`configuration` of the head trained on the module's cached features, cached in the suite's scratch."""
+    return configuration(context, "--cache_features", "--model_dir",
+                         os.path.join(context.output_dir, "cached-features", "model"))
+
+
 def real_and_cached(settings, params, steps: Steps, batch) -> dict:
     """The two loops of a configuration: over input_fn, and over ``batch`` cached in memory."""
     return {"real input": lambda: session_loop(settings, params, steps),
@@ -233,12 +239,11 @@ TEXT = RowText(
 
 def row(context) -> dict:
     """Row 3: steps/s with the real input / with a cached batch, end to end and head only on cached features."""
-    size = context.choose("full", "quick")
-    end_to_end, head_only, cached_features = END_TO_END[size], HEAD_ONLY[size], CACHED_FEATURES[size]
+    end_to_end, head_only, cached_features = (steps[context.size]
+                                              for steps in (END_TO_END, HEAD_ONLY, CACHED_FEATURES))
     head = configuration(context)
     tuned = configuration(context, "--fine_tuning")
-    features = configuration(context, "--cache_features", "--model_dir",
-                             os.path.join(context.output_dir, "cached-features", "model"))
+    features = cached_features_configuration(context)
     images = one_batch(head[1])  # the same preprocessing end to end and head only
     features_batch = one_batch(features[1])  # computes the feature cache first, outside every timed window
     model, batch, image_size = head[1]["hub_module"], head[0].train_batch_size, head[1]["image_size"]

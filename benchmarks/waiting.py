@@ -206,8 +206,7 @@ def cycles_row(context) -> dict:
     existed (``--batch_norm_recalibration_batches 0``): the waiting around evaluations. One more
     round with recalibration on, as a fine-tuned run has it by default, is a reference.
     """
-    size = context.choose("full", "quick")
-    epochs, image_size = CYCLES_EPOCHS[size], CYCLES_IMAGE_SIZE[size]
+    epochs, image_size = CYCLES_EPOCHS[context.size], CYCLES_IMAGE_SIZE[context.size]
     records, counts = small_set(context.photos_dir, context.output_dir)
     work_dir = context.output_dir
     on = ("--image_size", str(image_size))
@@ -319,16 +318,12 @@ CACHE_TEXT = RowText(
 
 
 def cache_row(context) -> dict:
-    """Row 8: an epoch's time without the feature cache / with it, head only on the pretrained network.
-
-    In --quick the small CNN module stands in for EfficientNet-Lite0 (a forward pass of ~30 ms an
-    image on 2 cores, and a module to build from its weights first): the quick run checks the row works.
-    """
+    """Row 8: an epoch's time without the feature cache / with it, head only on the pretrained network."""
     records, _ = small_set(context.photos_dir, context.output_dir)
     data = {"train_data": os.path.join(records, "train", "train-*.tfrecord"),
             "eval_data": os.path.join(records, "test", "test-*.tfrecord"),
             "labels_file": os.path.join(records, "train", "labels.txt")}
-    network = context.choose(project_config.PRETRAINED, project_config.feature_extractor_module(context))
+    network = project_config.pretrained_network(context)
     argv = cache_argv(data, network, CACHE_EPOCHS)
     loops = {"uncached": lambda: head_only_run(argv, context.output_dir, False),
              "cached": lambda: head_only_run(argv, context.output_dir, True)}
