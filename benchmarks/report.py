@@ -142,9 +142,9 @@ INTRODUCTION = (
     "Rerun with `make bench` (`.venv/bin/python -m benchmarks.run`; the photo-like data is generated once into "
     "`out/bench/`). `make bench-quick` is the smoke test the test suite runs. Every figure is a ratio of two "
     "measurements taken back to back in the same run, in rounds whose order alternates; every row with a target "
-    "runs at least {target_rounds} rounds and reports their median and spread (min-max). A round in which other "
-    "processes kept more than {disturbed_cores:g} cores busy is left out of the ratios and repeated while the time "
-    "limit ({time_limit_minutes:.0f} minutes) allows. `benchmarks/results.json` holds every figure of this run."
+    "runs {target_rounds} or more rounds and reports their median and spread (min-max). A round in which other "
+    "processes kept more than {disturbed_cores:g} cores busy is left out of the ratios (unless every round was) and "
+    "repeated while the time limit ({time_limit_minutes:.0f} minutes) allows. `benchmarks/results.json` holds every figure of this run."
 )
 
 

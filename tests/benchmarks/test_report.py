@@ -51,7 +51,7 @@ def results(*rows):
 
 def test_the_markdown_numbers_and_assembles_any_rows_alike():
     markdown = report.markdown(results(made_row("alpha", 2.25, large_mb=3.0), made_row("beta", 1.2)))
-    assert "runs at least 3 rounds and reports their median and spread" in markdown
+    assert "runs 3 or more rounds and reports their median and spread" in markdown
     assert ("| 1. alpha: fast / slow | 2.25x (2.25 vs 1.00 steps/s) | >= 1.5x | met | median of 3 rounds (1.10-1.40); "
             "others <= 0.10 cores; 1 disturbed round(s) dropped |") in markdown
     assert "| 2. beta: fast / slow | 1.20x (2.25 vs 1.00 steps/s) | >= 1.5x | NOT MET |" in markdown
