@@ -144,7 +144,8 @@ INTRODUCTION = (
     "measurements taken back to back in the same run, in rounds whose order alternates; every row with a target "
     "runs {target_rounds} or more rounds and reports their median and spread (min-max). A round in which other "
     "processes kept more than {disturbed_cores:g} cores busy is left out of the ratios (unless every round was) and "
-    "repeated while the time limit ({time_limit_minutes:.0f} minutes) allows. `benchmarks/results.json` holds every figure of this run."
+    "repeated while the time limit ({time_limit_minutes:.0f} minutes) allows. `benchmarks/results.json` holds every "
+    "figure of this run."
 )
 
 
