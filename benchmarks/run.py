@@ -1,6 +1,6 @@
 """`make bench`: how fast the scaffold converts, feeds and trains, as ratios measured in one run.
 
-    python -m benchmarks.run            # the full suite, ~14 minutes on 2 quiet cores; rewrites
+    python -m benchmarks.run            # the full suite, ~12 minutes on 2 quiet cores; rewrites
                                         # benchmarks/results.json and benchmarks/RESULTS.md
     python -m benchmarks.run --quick    # smoke-test sizes; writes out/bench/quick-results.json
 
@@ -34,20 +34,21 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results.json")
 RESULTS_MARKDOWN = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 
-# Each row, and the seconds its rounds take on a quiet 2-core machine: a row adds rounds replacing disturbed
-# ones only while the rows after it keep that time before TIME_LIMIT.
+# Each row, and the seconds its rounds take on a quiet 2-core machine (the log prints what each row took): a row
+# adds rounds replacing disturbed ones only while the rows after it keep that time before TIME_LIMIT.
 ROWS = (
-    Row(conversion.row, 120),
+    Row(conversion.row, 105),
     Row(pipeline.row, 50),
-    Row(training.row, 180),
-    Row(framework.row, 110),
+    Row(training.row, 130),
+    Row(framework.row, 95),
     Row(evaluation.row, 75),
-    Row(recalibration.row, 85),
-    Row(waiting.cycles_row, 80),
-    Row(waiting.cache_row, 85),
-    Row(feature_caching.row, 50),
+    Row(recalibration.row, 95),
+    Row(waiting.cycles_row, 85),
+    Row(waiting.cache_row, 50),
+    Row(feature_caching.row, 20),
 )
-# Seconds: on a quiet 2-core machine `make bench` ends by then; on a busy one its rounds run all the same.
+# Seconds: rounds replacing disturbed ones end by then (about 12 minutes when none is); the rounds every row needs
+# run whatever the time, so on a busy machine the suite takes longer.
 TIME_LIMIT = 900
 FULL = Policy(rounds=3, cheap_rounds=5, max_extra_rounds=2, quiet_wait=15)
 QUICK = Policy(rounds=1, cheap_rounds=1, max_extra_rounds=0, quiet_wait=0)
