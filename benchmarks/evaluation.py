@@ -108,7 +108,7 @@ def row(context) -> dict:
     summary = measure.ratio_summary(done, "without", "with report")
     cpu_seconds = {name: statistics.median(r[name].cores * r[name].seconds for r in done) for name in loops}
     figures = {
-        "model": params["hub_module"],
+        "model": os.path.basename(params["hub_module"]),
         "batch_size": params["eval_batch_size"],
         "image_size": params["image_size"],
         "classes": params["num_classes"],

@@ -106,7 +106,7 @@ def row(context) -> dict:
         shutil.rmtree(model_dir, ignore_errors=True)
     summary = measure.ratio_summary(done, "evaluation alone", "recalibrated")  # rates: the inverse ratio of seconds
     figures = {
-        "model": params["hub_module"],
+        "model": os.path.basename(params["hub_module"]),
         "batches": batches,
         "train_batch_size": params["train_batch_size"],
         "eval_batch_size": params["eval_batch_size"],

@@ -246,7 +246,7 @@ def row(context) -> dict:
     features = cached_features_configuration(context)
     images = one_batch(head[1])  # the same preprocessing end to end and head only
     features_batch = one_batch(features[1])  # computes the feature cache first, outside every timed window
-    model, batch, image_size = head[1]["hub_module"], head[0].train_batch_size, head[1]["image_size"]
+    model, batch, image_size = os.path.basename(head[1]["hub_module"]), head[0].train_batch_size, head[1]["image_size"]
     context.log(f"  training, end to end (--fine_tuning): {model}, batch {batch}, {image_size}x{image_size}, "
                 f"{end_to_end.warmup} warm-up + {end_to_end.timed} timed steps")
     tuned_done = context.rounds(real_and_cached(*tuned, end_to_end, images))
