@@ -17,6 +17,7 @@ the two take is given as a reference: on a machine that others keep busy it move
 than the wall time.
 """
 
+import os
 import shutil
 import statistics
 import tempfile

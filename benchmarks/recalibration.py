@@ -15,6 +15,7 @@ Both include the evaluation report, as in the run loop. The recalibration's cost
 its batch count, not by the evaluation data: the ratio falls as the evaluation set grows.
 """
 
+import os
 import shutil
 import tempfile
 import time
