@@ -230,9 +230,9 @@ def test_raw_images_tensorflow_cannot_read_as_is_match_the_converters_records(ra
     paths = [str(raw_folder / "class2" / name) for name in ("2.bmp", "3.jpg")]
     with tf.io.TFRecordWriter(str(tmp_path / "converted.tfrecord")) as writer:
         for path in paths:
-            jpeg, height, width = image_files.read_as_baseline_jpeg(path, max_edge=384)
+            image = image_files.read_for_dataset(path, max_edge=384)
             writer.write(record_schema.make_example(record_schema.SourceImage(
-                jpeg=jpeg, height=height, width=width, label=2, class_name="class2", filename=path)))
+                jpeg=image.jpeg, height=image.height, width=image.width, label=2, class_name="class2", filename=path)))
     params = make_params(str(tmp_path / "converted.tfrecord"))
     [(converted, _)] = read_batches(input_fn.input_fn(params, ModeKeys.EVAL))
     [raw] = read_batches(input_fn.raw_input_fn(params, ModeKeys.PREDICT, paths))
