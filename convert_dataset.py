@@ -37,12 +37,13 @@ import warnings
 from PIL import Image
 from tqdm import tqdm
 
-from library import atomic_file, dataset_split, image_digest
-from library import manifest as manifests
-from library.command_line import OneLineParser, percentage, positive
-from library.image_files import UnusableImage, check_class_names, list_class_folders, read_for_dataset, resolved_path
+from library import atomic_file
+from library.configuration.command_line import OneLineParser, percentage, positive
+from library.data import dataset_split, image_digest
+from library.data import manifest as manifests
+from library.data.image_files import UnusableImage, check_class_names, list_class_folders, read_for_dataset, resolved_path
+from library.data.tfrecord_writer import MAX_SHARDS, ShardedTFRecordWriter, remove_set
 from library.tensorflow_env import import_tensorflow
-from library.tfrecord_writer import MAX_SHARDS, ShardedTFRecordWriter, remove_set
 from project import record_schema
 
 TARGET_SHARD_BYTES = 150 * 2**20  # large enough to stream well, small enough to spread over readers

@@ -50,7 +50,7 @@ def run_step(*argv: str) -> None:
 
 def best_accuracy(best_model_dir: str) -> float:
     """Test accuracy recorded with a best snapshot."""
-    from library.best_checkpoint import BestCheckpoint
+    from library.evaluation.best_checkpoint import BestCheckpoint
 
     return BestCheckpoint(best_model_dir).record["metrics"]["accuracy"]
 

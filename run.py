@@ -3,8 +3,9 @@
 
 import sys
 
-from library import config, run_loop
-from library.run_options import RUN_LOOP_OPTIONS
+from library.configuration import config
+from library.configuration.run_options import RUN_LOOP_OPTIONS
+from library.training import run_loop
 from project.experiment import ImageClassifier
 
 

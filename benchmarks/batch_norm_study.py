@@ -8,7 +8,7 @@ preprocessed like evaluation (train_data, central crop), each computed four ways
 * ``moving``: evaluation as the run loop does it, with the checkpoint's moving averages;
 * ``batch``: the training graph's batch statistics (batches of train_batch_size);
 * ``recalibrated``: moving statistics replaced by population statistics of N batches of
-  training images preprocessed like evaluation (library.batch_norm_recalibration);
+  training images preprocessed like evaluation (library.evaluation.recalibration);
 * ``recal_train_crops``: the same population statistics, but of training crops and flips
   (so what is left of the gap is the crop, not the momentum).
 
@@ -20,7 +20,8 @@ first save of the cycle rewrites ``model.ckpt-<step>`` with those statistics. It
 
 import sys
 
-from library import batch_norm_recalibration, config
+from library.configuration import config
+from library.evaluation import recalibration
 from library.tensorflow_env import import_tensorflow, use_graph_mode
 from project import input_fn as inputs, model_fn as model, preprocessing
 from project.experiment import ImageClassifier
@@ -57,7 +58,7 @@ def recalibrated(checkpoint, params, batches, train_crops):
     """A recalibrated copy of ``checkpoint`` (not made the latest), on eval or training preprocessing."""
     source = ((lambda: inputs.input_fn(params, ModeKeys.TRAIN)) if train_crops
               else (lambda: experiment.recalibration_input_fn(params)))
-    result = batch_norm_recalibration.recalibrate(checkpoint, experiment.model_fn, source, params, batches,
+    result = recalibration.recalibrate(checkpoint, experiment.model_fn, source, params, batches,
                                                   make_latest=False)
     return result.checkpoint
 

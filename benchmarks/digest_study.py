@@ -17,9 +17,9 @@ import sys
 import numpy as np
 from PIL import Image, ImageEnhance
 
-from library import image_digest
-from library.command_line import OneLineParser
-from library.image_files import to_dataset_image
+from library.configuration.command_line import OneLineParser
+from library.data import image_digest
+from library.data.image_files import to_dataset_image
 
 MAX_EDGE = 384
 

@@ -25,8 +25,9 @@ import time
 
 from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
-from library import evaluation_report, run_loop
+from library.evaluation import report as evaluation_report
 from library.tensorflow_env import import_tensorflow
+from library.training import run_loop
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()

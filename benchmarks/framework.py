@@ -24,9 +24,10 @@ import time
 from benchmarks import measure, report
 from benchmarks.report import RowText
 from benchmarks.training import Steps, cached_features_configuration, configuration, experiment, session_loop, window
-from library import distribution, run_loop
-from library.hooks import ProgressBarHook, StopOnNonFiniteLossHook
+from library.distribution import strategies
 from library.tensorflow_env import import_tensorflow
+from library.training import run_loop
+from library.training.hooks import ProgressBarHook, StopOnNonFiniteLossHook
 
 tf = import_tensorflow()
 # Estimator: a window of 100 steps holds one periodic summary (save_summary_steps 100); a head-only step on
@@ -72,7 +73,7 @@ def estimator_loop(settings, params, steps: Steps, work_dir: str):
             ProgressBarHook(0, total, settings.train_batch_size, "benchmark"),
             step_times,
         ]
-        train_input_fn = distribution.training_input_fn(experiment.input_fn, params, settings.distribution, {})
+        train_input_fn = strategies.training_input_fn(experiment.input_fn, params, settings.distribution, {})
         with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):  # the progress bar, drawn
             estimator.train(train_input_fn, max_steps=total, hooks=hooks, saving_listeners=[checkpoints])
             ended = time.perf_counter()

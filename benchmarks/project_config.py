@@ -7,7 +7,8 @@ hub module beside the records: a network of the same cost in every run, whatever
 
 import os
 
-from library import config, hub_module
+from library.configuration import config
+from library.hub import hub_module
 from project.experiment import ImageClassifier
 from project.networks import NETWORKS
 from project.options import OPTIONS

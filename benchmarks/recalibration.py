@@ -3,10 +3,10 @@
 The `default` set with its feature extractor fine-tuned (``--fine_tuning``: batch norm runs
 on batch statistics in training, so there is something to recalibrate) evaluates a
 checkpoint of its own (one training step) on the benchmark records, as the run loop does at
-the end of a training cycle (``library/cycle_evaluation.py``: graphs and sessions built once,
+the end of a training cycle (``library/training/cycles.py``: graphs and sessions built once,
 timed here after a first, untimed evaluation), twice:
 
-* ``recalibrated``: a ``batch_norm_recalibration.Recalibrator`` (the training graph over
+* ``recalibrated``: a ``recalibration.Recalibrator`` (the training graph over
   ``batch_norm_recalibration_batches`` batches of ``train_batch_size`` training images, the
   recalibrated checkpoint written), then the evaluation of the recalibrated checkpoint;
 * ``evaluation alone``: the evaluation of the checkpoint as trained.
@@ -22,9 +22,10 @@ import time
 
 from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
-from library import batch_norm_recalibration, run_loop
-from library.cycle_evaluation import CheckpointEvaluation
+from library.evaluation import recalibration
 from library.tensorflow_env import import_tensorflow
+from library.training import run_loop
+from library.training.cycles import CheckpointEvaluation
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
@@ -68,7 +69,7 @@ def row(context) -> dict:
     model_dir = tempfile.mkdtemp(prefix="recalibration-", dir=context.output_dir)
     evaluation = CheckpointEvaluation(lambda features, labels, mode: experiment.model_fn(features, labels, mode, params),
                                       run.input_fn(ModeKeys.EVAL), session_config=run_loop.session_config(settings))
-    recalibrator = batch_norm_recalibration.recalibrator(experiment, params, batches,
+    recalibrator = recalibration.recalibrator(experiment, params, batches,
                                                          run_loop.session_config(settings))
     try:
         estimator = run.estimator(model_dir)

@@ -19,7 +19,7 @@ if [ ! -d $S/all ]; then  # one folder: each class's train and test photos toget
   cp -r $S/all $S/more
   $PY - $S/more <<'PYTHON'
 import sys
-from tests.library.test_image_digest import photo  # scikit-image's photos: 10 images none of the classes has
+from tests.library.data.test_image_digest import photo  # scikit-image's photos: 10 images none of the classes has
 names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png", "motorcycle_right.png",
          "retina.jpg", "hubble_deep_field.jpg", "horse.png", "ihc.png"]
 classes = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

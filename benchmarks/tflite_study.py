@@ -17,8 +17,9 @@ import sys
 import numpy as np
 
 import run
-from library import config, run_loop
+from library.configuration import config
 from library.tensorflow_env import import_tensorflow, use_graph_mode
+from library.training import run_loop
 from project import input_fn as inputs, model_fn as model
 from project.experiment import ImageClassifier
 from project.options import OPTIONS

@@ -25,8 +25,8 @@ import time
 
 from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
-from library import run_loop
 from library.tensorflow_env import filtered_stderr, import_tensorflow
+from library.training import run_loop
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()

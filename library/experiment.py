@@ -1,4 +1,4 @@
-"""The contract between the generic run loop and a project: what ``library.run_loop`` needs to know of it.
+"""The contract between the generic run loop and a project: what ``library.training.run_loop`` needs to know of it.
 
 A project subclasses :class:`Experiment` once (``project/experiment.py``) and hands an
 instance to ``run_loop.main``; the run loop, the cluster code and the exporters use it and
@@ -8,13 +8,13 @@ nothing else of the project. Everything the library does not need stays in the p
 import abc
 from typing import Optional
 
-from library.config import ConfigError
+from library.configuration.config import ConfigError
 
 
 class Experiment(abc.ABC):
     """One project: its options, its data, its model and what its predictions look like."""
 
-    #: The ``library.config.Option`` s the project adds to the run loop's own (``library.run_options``).
+    #: The ``library.configuration.config.Option`` s the project adds to the run loop's own (``library.configuration.run_options``).
     options: tuple = ()
     #: False when the model's variables cannot live in a ``tf.distribute`` strategy's scope
     #: (then only ``none``, ``parameter_server`` and a one-device ``mirrored`` run).
@@ -38,7 +38,7 @@ class Experiment(abc.ABC):
 
     def recalibration_input_fn(self, params):
         """Training inputs preprocessed like evaluation, in training-size batches, endlessly: what batch-norm
-        statistics are recalibrated on before each evaluation (``library/batch_norm_recalibration.py``)."""
+        statistics are recalibrated on before each evaluation (``library/evaluation/recalibration.py``)."""
         raise ConfigError("batch_norm_recalibration_batches: this experiment has no recalibration input; set it to 0")
 
     @abc.abstractmethod
@@ -73,7 +73,7 @@ class Experiment(abc.ABC):
 
     def export_tflite(self, params, checkpoint_path: str, output_path: str) -> None:
         """Write the model of a checkpoint as a TensorFlow Lite file, with what a user of it needs beside it
-        (``--mode export_tflite``; ``library.tflite_export`` converts and writes)."""
+        (``--mode export_tflite``; ``library.training.tflite_export`` converts and writes)."""
         raise ConfigError("export_tflite: this experiment has no TensorFlow Lite model to export")
 
     def benchmark_input(self, params, batches: int) -> dict:

@@ -20,7 +20,7 @@ import socket
 import sys
 
 from library import atomic_file
-from library.config import ConfigError
+from library.configuration.config import ConfigError
 from library.tensorflow_env import import_tensorflow
 
 LOCK_FILE = "training.lock"

@@ -12,7 +12,7 @@ evaluation, by the thumbnail the evaluation report shows), so every other field 
 reaches the model_fn. The file is named by a hash of the module (its files' names, sizes
 and modification times), the image size, the crop options and the data files' names and
 content (the digests of their records the converter's manifests hold, else read from the
-files; ``library.feature_cache``): a change of any computes a new one, and a partial file is
+files; ``library.data.feature_cache``): a change of any computes a new one, and a partial file is
 never read.
 
 Training augmentation: ``cached_views`` 0 trains on the evaluation's centre crop of every
@@ -35,7 +35,7 @@ import os
 
 import numpy as np
 
-from library import feature_cache
+from library.data import feature_cache
 from library.tensorflow_env import import_tensorflow
 from project import feature_extractor, input_fn as inputs, model_fn as model, record_schema
 

@@ -9,11 +9,11 @@ import glob
 import os
 import sys
 
-from library import manifest as manifests
-from library.config import ConfigError
+from library.configuration.config import ConfigError
+from library.data import manifest as manifests
+from library.data.tfrecord_writer import parse_shard_filename
 from library.experiment import Experiment
 from library.tensorflow_env import import_tensorflow
-from library.tfrecord_writer import parse_shard_filename
 from project import (cached_features, feature_extractor, input_benchmark, input_fn as inputs, model_fn as model, raw_images,
                      record_schema, tflite_model)
 from project.options import HYPERPARAMETER_OPTIONS, PROJECT_OPTIONS
@@ -29,7 +29,7 @@ class ImageClassifier(Experiment):
     # outside the scope of any tf.distribute strategy, which therefore cannot mirror them:
     # MirroredStrategy fails with "colocate_vars_with must only be passed a variable created in
     # this tf.distribute.Strategy.scope()". Estimator's parameter-server replication needs no
-    # strategy and works with hub modules; so does mirrored's tower replication (library/towers.py),
+    # strategy and works with hub modules; so does mirrored's tower replication (library/distribution/towers.py),
     # through the two seams in model_fn.py (towers.create_once, towers.optimizer).
     supports_distribution_strategies = False
 

@@ -59,7 +59,7 @@ def input_fn(params, mode, input_context=None):
 
 def recalibration_input_fn(params):
     """Training images preprocessed like evaluation (central crop, no flip), endlessly in full train_batch_size
-    batches, in a fixed order: what batch-norm recalibration measures the statistics of (library/batch_norm_recalibration.py)."""
+    batches, in a fixed order: what batch-norm recalibration measures the statistics of (library/evaluation/recalibration.py)."""
     check_shards(params["train_data"], None, "train_data")
     records = read_records(pipeline_files(params["train_data"], None), params, training=False).repeat()
     return image_batches(records, {**params, "eval_batch_size": params["train_batch_size"]}, ModeKeys.EVAL)

@@ -8,7 +8,7 @@ Other features (the file name in batch prediction) are passed through to the pre
 With ``cache_features`` the input gives the frozen module's features instead of the image
 (``features[CACHED_FEATURES]``, ``project/cached_features.py``); the graph then holds the
 same variables, so the checkpoints are the full model's.
-In evaluation the metrics also hold what the evaluation report (``library/evaluation_report.py``)
+In evaluation the metrics also hold what the evaluation report (``library/evaluation/report.py``)
 is made of: the confusion matrix and the most confidently wrong images.
 
 The features are the output of the module signature that ``feature_extractor`` picks
@@ -21,7 +21,8 @@ regularization losses (imported by hub.Module when trainable) join the loss. A m
 without a ``train`` variant is fine-tuned through its inference graph.
 """
 
-from library import hub_module, towers
+from library.distribution import towers
+from library.hub import hub_module
 from library.tensorflow_env import import_tensorflow
 from project import feature_extractor, preprocessing
 from project.networks import layers
@@ -130,7 +131,7 @@ def loss_terms(labels, logits, params):
 def train_op(loss, params):
     """One optimizer step on the trainable variables, running the batch-norm UPDATE_OPS with it.
 
-    Under tower replication (``library.towers``) the towers share one optimizer (one loss scale
+    Under tower replication (``library.distribution.towers``) the towers share one optimizer (one loss scale
     with mixed precision), each records its gradients and one step applies their average, with
     the first tower's UPDATE_OPS.
     """

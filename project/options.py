@@ -2,12 +2,12 @@
 
 Options of ``project.yaml`` say how to run (data, directories, schedule, mode);
 options of ``hyperparameters.yaml`` say what to train (network, optimizer, regularization).
-``library.run_options.RUN_LOOP_OPTIONS`` holds the ones the generic run loop needs.
+``library.configuration.run_options.RUN_LOOP_OPTIONS`` holds the ones the generic run loop needs.
 """
 
-from library.config import HYPERPARAMETER_FILE as HP
-from library.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_1, Option
-from library.run_options import RUN_LOOP_OPTIONS
+from library.configuration.config import HYPERPARAMETER_FILE as HP
+from library.configuration.config import AT_LEAST_1, FRACTION, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_1, Option
+from library.configuration.run_options import RUN_LOOP_OPTIONS
 from project import networks
 
 PROJECT_OPTIONS = (

@@ -11,7 +11,7 @@ import os
 
 from PIL import ExifTags
 
-from library import image_files
+from library.data import image_files
 from library.tensorflow_env import import_tensorflow
 from project import record_schema
 

@@ -105,7 +105,7 @@ def read_labels(path: str) -> list:
     """
     import tensorflow as tf
 
-    from library.image_files import check_class_names
+    from library.data.image_files import check_class_names
 
     try:
         with tf.io.gfile.GFile(path, "rb") as handle:

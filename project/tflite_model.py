@@ -8,8 +8,8 @@ TensorFlow Lite operations. Output ``probabilities``: [1, num_classes], in the o
 ``labels.txt``, which is written beside the model.
 """
 
-from library import tflite_export
 from library.tensorflow_env import import_tensorflow
+from library.training import tflite_export
 from project import model_fn as model
 
 tf = import_tensorflow()

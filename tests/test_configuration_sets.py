@@ -7,11 +7,11 @@ import sys
 import pytest
 import yaml
 
-from library import config
-from library.config import ConfigError
+from library.configuration import config
+from library.configuration.config import ConfigError
 from project.options import OPTIONS
 from tests.conftest import ROOT
-from tests.library.test_config import write_files
+from tests.library.configuration.test_config import write_files
 
 SEED_PROJECT = os.path.join(ROOT, "project.yaml")
 

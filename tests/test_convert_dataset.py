@@ -16,12 +16,12 @@ import pytest
 from PIL import ExifTags, Image
 
 import convert_dataset
-from library import dataset_split, image_digest
-from library.tfrecord_writer import records_digest
+from library.data import dataset_split, image_digest
+from library.data.tfrecord_writer import records_digest
 from project import record_schema
 from tests.conftest import ROOT, tf
-from tests.library.test_image_digest import photo
-from tests.library.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
+from tests.library.data.test_image_digest import photo
+from tests.library.data.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
 
 MAX_EDGE = 64
 INT64_KEYS = (record_schema.HEIGHT, record_schema.WIDTH, record_schema.CHANNELS, record_schema.LABEL)

@@ -22,10 +22,13 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import convert_dataset
 import run
-from library import (batch_norm_recalibration, config, evaluation_report, hparams_summary, hub_module, keras_application,
-                     model_directory)
-from library.best_checkpoint import BestCheckpoint
-from library.run_loop import EVALUATIONS_FILE
+from library import model_directory
+from library.configuration import config
+from library.evaluation import hparams_summary, recalibration
+from library.evaluation import report as evaluation_report
+from library.evaluation.best_checkpoint import BestCheckpoint
+from library.hub import hub_module, keras_application
+from library.training.run_loop import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
 from project import preprocessing
 from project.options import OPTIONS
@@ -183,7 +186,7 @@ def recalibrated_again(project, checkpoint, directory):
     settings, _ = config.parse(OPTIONS, ["--project_file", str(project), "--config_set", "tiny"])
     experiment = ImageClassifier()
     params = {**experiment.make_params(settings.as_dict()), "steps_per_epoch": STEPS_PER_EPOCH, "train_steps": 12}
-    return batch_norm_recalibration.recalibrate(
+    return recalibration.recalibrate(
         os.path.join(directory, os.path.basename(checkpoint)), experiment.model_fn,
         lambda: experiment.recalibration_input_fn(params), params,
         min(settings.batch_norm_recalibration_batches, STEPS_PER_EPOCH), make_latest=False).checkpoint  # one pass
@@ -298,7 +301,7 @@ def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_
                  "--best_model_dir", str(tmp_path / "best")]
     command = [sys.executable, os.path.join(ROOT, "run.py"), *arguments]
     # run.py whose recalibration waits for minutes before its batches: killed long before it ends
-    slow = [sys.executable, "-c", "import sys, time; from library import batch_norm_recalibration as r; "
+    slow = [sys.executable, "-c", "import sys, time; from library.evaluation import recalibration as r; "
             "collect = r.collect; r.collect = lambda *args: (time.sleep(600), collect(*args))[1]; "
             "import run; sys.exit(run.main(sys.argv[1:]))", *arguments]
     process = subprocess.Popen(slow, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -551,7 +554,7 @@ def test_modules_that_cannot_be_loaded_are_one_line_errors_before_anything_is_wr
 
 @pytest.mark.slow
 def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_path):
-    command = [sys.executable, "-m", "library.local_cluster", "--workers", "1", "--ps", "1", "--evaluator", "--",
+    command = [sys.executable, "-m", "library.distribution.local_cluster", "--workers", "1", "--ps", "1", "--evaluator", "--",
                "run.py", "--project_file", str(project), "--config_set", "tiny", "--distribution", "parameter_server",
                "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best")]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300, start_new_session=True)

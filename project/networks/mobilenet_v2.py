@@ -3,10 +3,10 @@
 Inverted residual blocks: a 1x1 expansion with ReLU6, a 3x3 depthwise convolution with
 ReLU6 and a linear 1x1 projection, with a shortcut where input and output shapes match.
 ``params["width_multiplier"]`` scales every layer's channels (rounded to multiples of 8);
-the input size is the module's (``params["image_size"]``, read by library.hub_module).
+the input size is the module's (``params["image_size"]``, read by library.hub.hub_module).
 """
 
-from library.config import HYPERPARAMETER_FILE, POSITIVE, Option
+from library.configuration.config import HYPERPARAMETER_FILE, POSITIVE, Option
 from library.tensorflow_env import import_tensorflow
 from project.networks import layers, register
 

@@ -7,11 +7,12 @@ import sys
 
 import pytest
 
-from library import atomic_file, feature_cache
+from library import atomic_file
+from library.data import feature_cache
 from tests.conftest import ROOT
 
 # A child that starts computing a cache at argv[1] (its temporary written, then a long wait), printing the temporary.
-WRITER = ("import sys, time; from library import feature_cache; "
+WRITER = ("import sys, time; from library.data import feature_cache; "
           "feature_cache.ensure(sys.argv[1], lambda temporary: (open(temporary, 'wb').write(b'half'), print(temporary, "
           "flush=True), time.sleep(600)))")
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from library import model_directory
-from library.config import ConfigError
+from library.configuration.config import ConfigError
 from tests.conftest import ROOT
 
 IDENTITY = {"class_names": ["cat", "dog"], "hub_module": "small_cnn", "image_size": 224}

@@ -9,7 +9,10 @@ import pytest
 
 import convert_dataset
 import run
-from library import atomic_file, config, feature_cache, hub_module
+from library import atomic_file
+from library.configuration import config
+from library.data import feature_cache
+from library.hub import hub_module
 from project import cached_features, record_schema
 from project.experiment import ImageClassifier
 from project.networks import NETWORKS

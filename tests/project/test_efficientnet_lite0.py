@@ -8,7 +8,7 @@ import skimage
 import tensorflow_hub as hub
 from PIL import Image
 
-from library import hub_module
+from library.hub import hub_module
 from project import feature_extractor
 from project.networks import PRETRAINED, efficientnet_lite0
 from tests.conftest import tf

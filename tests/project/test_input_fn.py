@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image
 
-from library import image_files
+from library.data import image_files
 from library.tensorflow_env import import_tensorflow
 from project import input_benchmark, input_fn, raw_images, record_schema
 from project.options import OPTIONS

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_hub as hub
 
-from library import towers
+from library.distribution import towers
 from project import feature_extractor, model_fn
 from project.options import OPTIONS
 from tests.conftest import tf
@@ -314,7 +314,7 @@ def test_exported_module_follows_tfhub_conventions(exported_module):
     assert not os.path.exists(os.path.join(exported_module, "random_weights.txt"))
 
 
-# --- tower replication (library/towers.py) ---
+# --- tower replication (library/distribution/towers.py) ---
 
 TWO_CPUS = v1.ConfigProto(device_count={"CPU": 2}, allow_soft_placement=True)
 

@@ -1,0 +1,1 @@
+"""Configuration: options declared once, YAML sets with inheritance, the command line."""

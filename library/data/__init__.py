@@ -1,0 +1,1 @@
+"""Data files: class folders of images, TFRecord shards, the converter's manifests, cached features."""

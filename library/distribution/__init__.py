@@ -1,0 +1,1 @@
+"""Several devices and machines: tf.distribute strategies, TF_CONFIG, towers, a local cluster."""

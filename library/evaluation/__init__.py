@@ -1,0 +1,1 @@
+"""Evaluation: recalibration, metrics and report, the best snapshot, the HParams row."""

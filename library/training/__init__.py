@@ -1,0 +1,1 @@
+"""The run loop: training in cycles, the modes that read a checkpoint, hooks, held checkpoints."""

@@ -1,0 +1,547 @@
+"""The generic run loop: train in cycles with evaluation and a best snapshot, or evaluate, predict, export.
+
+It knows nothing about the data or the network: a project hands ``main`` an instance of
+``library.experiment.Experiment`` (the contract; ``project/experiment.py`` is this
+project's). ``mode`` is the one switch: every mode is a function of one :class:`Run`, and a
+training run keeps its state in one :class:`Training`.
+
+When the model_fn's evaluation metrics include a ``confusion_matrix`` (and optionally the
+``mistakes/*`` of ``library/evaluation/report.py``), every evaluation also gets a report,
+its classes named by ``params["class_names"]``: in TensorBoard's eval run, as
+``model_dir/evaluation-<step>.json`` in training, printed (and in ``report_file``) by
+``evaluate``. Only scalar results go into evaluations.jsonl and the best-snapshot record.
+"""
+
+import contextlib
+import csv
+import dataclasses
+import io
+import json
+import os
+import random
+import shutil
+import signal
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from library import atomic_file, model_directory
+from library.configuration import config
+from library.configuration.config import ConfigError
+from library.distribution import strategies, towers
+from library.evaluation import hparams_summary, recalibration
+from library.evaluation import report as evaluation_report
+from library.evaluation.best_checkpoint import BestCheckpoint, json_ready
+from library.experiment import Experiment
+from library.tensorflow_env import first_line, import_tensorflow, use_graph_mode
+from library.training import checkpoints
+from library.training.cycles import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
+from library.training.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
+
+tf = import_tensorflow()
+ModeKeys = tf.estimator.ModeKeys
+EVALUATIONS_FILE = "evaluations.jsonl"
+
+
+def seed_everything(seed) -> None:
+    """Seed Python and numpy; TensorFlow's graph seed goes through RunConfig.tf_random_seed."""
+    if seed is not None:
+        random.seed(seed)
+        np.random.seed(seed)
+
+
+def session_config(settings) -> tf.compat.v1.ConfigProto:
+    """Session options: soft placement (GPU code falls back to CPU), XLA on request."""
+    session = tf.compat.v1.ConfigProto(allow_soft_placement=True)
+    session.gpu_options.allow_growth = True
+    if settings.xla:
+        session.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
+    return strategies.with_virtual_cpus(session, settings.distribution, settings.num_gpus)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """One invocation: the resolved settings, the project's experiment and the params it derived from them."""
+
+    settings: config.Config
+    experiment: Experiment
+    params: dict
+
+    def estimator(self, model_dir=None, *, strategy=None, tf_config=None,
+                  save_checkpoints_steps=None) -> tf.estimator.Estimator:
+        """The experiment's model_fn in an Estimator configured from the run options (and a strategy or towers to train with)."""
+        settings = self.settings
+        model_fn = self.experiment.model_fn
+        if isinstance(strategy, towers.Towers):
+            model_fn, strategy = strategy.replicate(model_fn), None
+        run_config = tf.estimator.RunConfig(
+            model_dir=model_dir or settings.model_dir,
+            tf_random_seed=settings.random_seed,
+            save_checkpoints_secs=None if save_checkpoints_steps else settings.save_checkpoints_secs,
+            save_checkpoints_steps=save_checkpoints_steps,
+            keep_checkpoint_max=settings.keep_checkpoint_max,
+            session_config=strategies.with_device_filters(session_config(settings), settings.distribution,
+                                                            tf_config or {}),
+            log_step_count_steps=None,  # the progress bar reports speed instead
+            train_distribute=strategy,
+        )
+        return tf.estimator.Estimator(model_fn, config=run_config, params=self.params)
+
+    def with_params(self, **extra) -> "Run":
+        """This run with ``extra`` added to the params (e.g. a training run's step counts for the model_fn)."""
+        return dataclasses.replace(self, params={**self.params, **extra})
+
+    def input_fn(self, mode):
+        """The experiment's input_fn of ``mode`` over this run's params, as Estimator calls it."""
+        return lambda: self.experiment.input_fn(self.params, mode)
+
+    def held_checkpoint(self):
+        """The checkpoint that ``model`` names, held for a ``with`` block (a training run may rotate it away meanwhile)
+        once it is known to be one of a model trained for this configuration (library/training/checkpoints.py)."""
+        return checkpoints.held(self.settings, self.experiment.model_identity(self.params),
+                                self.experiment.checkpoint_shapes(self.params))
+
+
+def global_step_of(model_dir: str) -> int:
+    """The step of the latest checkpoint in ``model_dir``, 0 when there is none."""
+    path = tf.train.latest_checkpoint(model_dir)
+    return 0 if path is None else int(tf.train.load_variable(path, "global_step"))
+
+
+class EvaluationLog:
+    """Every evaluation of a run, one JSON line each, so a resumed run knows what was evaluated."""
+
+    def __init__(self, model_dir: str):
+        self._path = os.path.join(model_dir, EVALUATIONS_FILE)
+        self.entries = []
+        if tf.io.gfile.exists(self._path):
+            with tf.io.gfile.GFile(self._path) as handle:
+                self.entries = [json.loads(line) for line in handle if line.strip()]
+
+    @property
+    def last_step(self):
+        return self.entries[-1]["global_step"] if self.entries else None
+
+    def append(self, entry: dict) -> None:
+        self.entries.append(entry)
+        atomic_file.write_text(self._path, "".join(json.dumps(e) + "\n" for e in self.entries))
+
+
+def plain(results: dict) -> dict:
+    """Evaluation results as JSON-ready Python numbers."""
+    return {key: json_ready(value) for key, value in results.items()}
+
+
+def evaluate_checkpoint(run: Run, estimator, checkpoint, write_summaries=evaluation_report.write_summaries) -> tuple:
+    """Evaluate ``checkpoint`` on the evaluation data: see :func:`evaluation_results`."""
+    results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), checkpoint_path=checkpoint)
+    return evaluation_results(estimator, run.params, results, write_summaries)
+
+
+def evaluation_results(estimator, params, results: dict, write_summaries=evaluation_report.write_summaries) -> tuple:
+    """(scalar results as plain numbers, the evaluation report or None); the report also goes to TensorBoard
+    through ``write_summaries(eval_dir, report, arrays)``."""
+    scalars, arrays = evaluation_report.split(results)
+    scalars = plain(scalars)
+    report = evaluation_report.build(arrays, params.get("class_names"), scalars["global_step"])
+    if report is not None:
+        write_summaries(estimator.eval_dir(), report, arrays)
+    return scalars, report
+
+
+def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool) -> str:
+    """One line a person can scan: where training is, how it did, the best so far."""
+    line = f"epoch {epoch:g}/{epochs}  step {results['global_step']}  eval loss {results['loss']:.4f}"
+    if "accuracy" in results:
+        line += f"  accuracy {results['accuracy']:.2%}"
+    if record:
+        line += f"  best loss {record['loss']:.4f} (epoch {record['epoch']:g})"
+    return line + ("  * new best" if improved else "")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """How many steps make an epoch, a cycle between evaluations and the whole run."""
+
+    examples: int
+    images_per_step: int
+    steps_per_epoch: int
+    cycle_steps: int
+    total_steps: int
+
+
+def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan:
+    """Step counts from the epoch options; an epoch drops its last partial batch."""
+    steps_per_epoch = examples // images_per_step
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
+    return TrainingPlan(examples, images_per_step, steps_per_epoch,
+                        settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
+
+
+def training_strategy(run: Run):
+    """The tf.distribute strategy to train with, or for ``mirrored`` with a model no strategy can mirror the towers
+    that replicate it (None on one device)."""
+    settings = run.settings
+    if settings.distribution == "mirrored" and not run.experiment.supports_distribution_strategies:
+        devices = strategies.mirrored_devices(settings.num_gpus)
+        return towers.Towers(tuple(devices)) if len(devices) > 1 else None
+    strategy = strategies.train_strategy(settings.distribution, settings.num_gpus)
+    if strategy is None or run.experiment.supports_distribution_strategies:
+        return strategy
+    raise ConfigError(
+        f"distribution {settings.distribution}: this model's variables cannot be mirrored by tf.distribute "
+        "(see supports_distribution_strategies in the experiment); use distribution parameter_server for several "
+        "machines, mirrored for several GPUs of one machine, or none"
+    )
+
+
+def train(run: Run) -> int:
+    """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``.
+
+    Everything is checked before anything is written; the chief (the one task outside a
+    cluster) then holds model_dir's training lock and records what the model is trained for.
+    """
+    settings = run.settings
+    tf_config = strategies.read_tf_config(settings.distribution)
+    strategy = training_strategy(run)
+    plan = plan_training(settings, run.experiment.train_examples(run.params),
+                         strategies.images_per_step(settings.train_batch_size, strategy, tf_config))
+    identity = run.experiment.model_identity(run.params)
+    directories = (settings.model_dir, settings.best_model_dir)  # the best snapshot carries the record too
+    for directory in directories:
+        model_directory.check_record(directory, identity)
+    task_type = tf_config.get("task", {}).get("type", "chief")
+    if task_type != "chief":
+        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
+    with model_directory.training_lock(settings.model_dir):
+        checkpoints.resume_from_readable(settings.model_dir, run.experiment.checkpoint_shapes(run.params))
+        for directory in reversed(directories):  # a read-only best_model_dir fails first, before any training
+            model_directory.write_record(directory, identity)
+        config.write_config(settings, settings.model_dir)
+        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
+
+
+@dataclasses.dataclass
+class Training:
+    """A training run's state: the run, its plan, the Estimator, the best snapshot and the evaluation log."""
+
+    run: Run
+    plan: TrainingPlan
+    estimator: tf.estimator.Estimator
+    best: BestCheckpoint
+    log: EvaluationLog
+    train_input_fn: object
+    hparams_row: hparams_summary.SessionRow
+
+    @classmethod
+    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
+        """The state of this task's training, once the checks have passed."""
+        settings = run.settings
+        run = run.with_params(steps_per_epoch=plan.steps_per_epoch, train_steps=plan.total_steps)
+        in_cluster = settings.distribution in strategies.CLUSTER_DISTRIBUTIONS
+        estimator = run.estimator(strategy=strategy, tf_config=tf_config,
+                                  save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
+
+        def export_best(snapshot):
+            export_saved_model(run, estimator, os.path.join(settings.best_model_dir, "export"), snapshot)
+
+        best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
+        train_input_fn = strategies.training_input_fn(run.experiment.input_fn, run.params, settings.distribution,
+                                                        tf_config)
+        if isinstance(strategy, towers.Towers):
+            train_input_fn = strategy.input_fn(train_input_fn)
+        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn,
+                   hparams_summary.SessionRow(settings.model_dir, settings.as_dict()))
+
+    def run_task(self, task_type: str) -> int:
+        """This task's part: training in cycles, or its role in a cluster; prints the start and the outcome."""
+        settings, plan = self.run.settings, self.plan
+        step = global_step_of(settings.model_dir)
+        description = self.run.experiment.describe(self.run.params)
+        if description:
+            print(description, flush=True)
+        print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
+              f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
+        if task_type == "chief":
+            self.hparams_row.write(self.best.record, finished=step >= plan.total_steps)
+        if settings.distribution in strategies.CLUSTER_DISTRIBUTIONS:
+            self.in_cluster(task_type)
+        else:
+            with sigterm_as_interrupt():
+                self.in_cycles(step)
+        record = self.best.record
+        if record and task_type in ("chief", "evaluator"):
+            accuracy = record["metrics"].get("accuracy")
+            print(f"done: {plan.total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
+                  + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
+                  + f"; snapshot in {settings.best_model_dir}", flush=True)
+        return 0
+
+    def in_cycles(self, step: int) -> None:
+        """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on, in one training session
+        (library/training/cycles.py: no graph to rebuild, no session to reopen between cycles)."""
+        settings, plan = self.run.settings, self.plan
+        evaluation = CheckpointEvaluation(
+            lambda features, labels, mode: self.run.experiment.model_fn(features, labels, mode, self.run.params),
+            self.run.input_fn(ModeKeys.EVAL),
+            recalibration.recalibrator(self.run.experiment, self.run.params, self.recalibration_batches(),
+                                                  session_config(settings)),
+            self.estimator.config.session_config, settings.random_seed)
+        drawing = Background()  # the report's images are drawn while training goes on
+
+        def evaluate_cycle(checkpoint):
+            self.evaluate_and_snapshot(evaluation, checkpoint, drawing.later(evaluation_report.write_summaries))
+
+        try:
+            at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
+            if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
+                evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
+            if step >= plan.total_steps:
+                return
+            cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"), evaluate_cycle)
+            try:
+                self.estimator.train(self.train_input_fn, max_steps=plan.total_steps,
+                                     hooks=[StopOnNonFiniteLossHook(), cycles])
+            finally:
+                cycles.close()
+            evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
+        finally:
+            try:
+                drawing.finish()
+            finally:
+                evaluation.close()
+
+    def in_cluster(self, task_type: str) -> None:
+        """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
+        settings = self.run.settings
+
+        def on_evaluation(results, epoch, improved):
+            self.report(*evaluation_results(self.estimator, self.run.params, results), epoch, improved)
+
+        hooks = [StopOnNonFiniteLossHook()]
+        if task_type == "chief":
+            hooks.append(ProgressBarHook(0, self.plan.total_steps, self.plan.images_per_step, "training"))
+        strategies.train_and_evaluate(
+            self.estimator, self.train_input_fn, self.run.input_fn(ModeKeys.EVAL),
+            max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
+            hooks=hooks, on_evaluation=on_evaluation,
+            recalibration=recalibration.evaluator_hook(
+                settings.model_dir, self.run.experiment, self.run.params, self.recalibration_batches(),
+                session_config(settings)),
+        )
+
+    def recalibration_batches(self) -> int:
+        """batch_norm_recalibration_batches, at most one pass over the training images: the recalibration input
+        repeats them in a fixed order, so more batches would only count some images twice."""
+        return min(self.run.settings.batch_norm_recalibration_batches,
+                   self.plan.examples // self.run.settings.train_batch_size)
+
+    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str, write_summaries) -> None:
+        """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far;
+        the report goes to TensorBoard through ``write_summaries`` (see :func:`evaluation_results`)."""
+        checkpoint, results = evaluation.evaluate(checkpoint)
+        write_scalar_summaries(self.estimator.eval_dir(), results)
+        results, report = evaluation_results(self.estimator, self.run.params, results, write_summaries)
+        epoch = results["global_step"] / self.plan.steps_per_epoch
+        improved = self.best.update_if_better(checkpoint, results, epoch)
+        self.report(results, report, epoch, improved)
+
+    def report(self, results: dict, report, epoch: float, improved: bool) -> None:
+        """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
+        settings = self.run.settings
+        if report is not None:
+            evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
+        self.log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
+        self.hparams_row.write(self.best.record, finished=results["global_step"] >= self.plan.total_steps)
+        print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved), flush=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a job scheduler), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM stops training as Ctrl-C does: checkpoints saved so far stay, and main says how to resume."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def evaluate(run: Run) -> int:
+    """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too);
+    nothing is written into model_dir (Estimator's event file goes to the held checkpoint's private folder)."""
+    settings = run.settings
+    with run.held_checkpoint() as checkpoint:
+        results, report = evaluate_checkpoint(run, run.estimator(checkpoint.folder), checkpoint.path,
+                                              write_summaries=lambda *drawn: None)
+    print(f"checkpoint {checkpoint.name}")
+    for key in sorted(results):
+        print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
+    if report is not None:
+        print(evaluation_report.table(report))
+        if settings.report_file:
+            evaluation_report.write_json(settings.report_file, report)
+            print(f"report written to {settings.report_file}")
+    return 0
+
+
+def predict(run: Run) -> int:
+    """Print one tab-separated line per input of ``predict_input`` (and write them as CSV on request)."""
+    settings = run.settings
+    if not settings.predict_input:
+        raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
+    if settings.predictions_file:
+        check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
+    input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
+    rows = []
+    with run.held_checkpoint() as checkpoint:
+        for prediction in run.estimator(checkpoint.folder).predict(input_fn, checkpoint_path=checkpoint.path):
+            row = run.experiment.prediction_row(prediction, run.params)
+            print("\t".join(escaped(value) for value in row.values()), flush=True)
+            rows.append(row)
+    if settings.predictions_file:
+        atomic_file.write_text(settings.predictions_file, csv_text(rows))
+    return 0
+
+
+def check_not_a_folder(option: str, path: str, example_name: str) -> None:
+    """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
+
+
+# What a tab-separated line shows for the characters that would split it, or act on a terminal.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7f]} | {
+    ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
+def escaped(value: str) -> str:
+    """``value`` for a tab-separated line: backslashes, tabs, newlines and other control characters as escapes
+    (``\\``, ``\\t``, ``\\n``, ``\\x1b``), so that a file name holding one cannot split or fake a line."""
+    return value.translate(_ESCAPES)
+
+
+def csv_text(rows: list) -> str:
+    """``rows`` (dicts with the same keys) as CSV under a header row, quoted where a value needs it."""
+    text = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return text.getvalue()
+
+
+def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
+    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``."""
+    path = estimator.export_saved_model(export_dir, lambda: run.experiment.serving_input_receiver_fn(run.params),
+                                        checkpoint_path=checkpoint)
+    return path.decode() if isinstance(path, bytes) else path
+
+
+def export(run: Run) -> int:
+    """Write a SavedModel of the checkpoint ``model`` names."""
+    if not run.settings.export_dir:
+        raise ConfigError("export mode needs --export_dir DIR")
+    with run.held_checkpoint() as checkpoint:
+        path = export_saved_model(run, run.estimator(checkpoint.folder), run.settings.export_dir, checkpoint.path)
+    print(f"SavedModel of {checkpoint.name} written to {path}")
+    return 0
+
+
+def export_hub(run: Run) -> int:
+    """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
+    output = run.settings.output
+    if not output:
+        raise ConfigError("export_hub mode needs --output DIR")
+    with run.held_checkpoint() as checkpoint:
+        try:
+            run.experiment.export_feature_extractor(run.params, checkpoint.path, output)
+        except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
+            raise ConfigError(f"export_hub: {error}") from None
+    print(f"hub module of {checkpoint.name} written to {output}")
+    return 0
+
+
+def export_tflite(run: Run) -> int:
+    """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
+    output = run.settings.output
+    if not output:
+        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
+    check_not_a_folder("output", output, "model.tflite")
+    with run.held_checkpoint() as checkpoint:
+        run.experiment.export_tflite(run.params, checkpoint.path, output)
+    print(f"TensorFlow Lite model of {checkpoint.name} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
+    return 0
+
+
+def dry_run(run: Run) -> int:
+    """Build the graph and input once and run one training and one evaluation step, writing nothing."""
+    scratch = tempfile.mkdtemp(prefix="dry_run-")
+    try:
+        run = run.with_params(steps_per_epoch=1, train_steps=1)
+        estimator = run.estimator(scratch)
+        estimator.train(run.input_fn(ModeKeys.TRAIN), max_steps=1, hooks=[StopOnNonFiniteLossHook()])
+        results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), steps=1)
+        print(f"dry run: one training step and one evaluation batch ran (eval loss {results['loss']:.4f}); nothing written")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+def benchmark_input(run: Run) -> int:
+    """Print the training input's speed alone as JSON (images/s over ``benchmark_batches`` batches)."""
+    print(json.dumps(run.experiment.benchmark_input(run.params, run.settings.benchmark_batches)))
+    return 0
+
+
+MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
+         "export_tflite": export_tflite, "dry_run": dry_run, "benchmark_input": benchmark_input}
+
+
+def main(settings, experiment: Experiment) -> int:
+    """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2, failures of
+    the data or the disk in one line and exit code 1, an interruption with how to resume (130, SIGTERM 143)."""
+    use_graph_mode()
+    seed_everything(settings.random_seed)
+    params = None
+    try:
+        params = experiment.make_params(settings.as_dict())
+        return MODES[settings.mode](Run(settings, experiment, params))
+    except ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as error:
+        print(f"error: training stopped: {error}. Checkpoints up to the last good one and the best snapshot "
+              f"are intact; lower the learning_rate or check the data, then run again.", file=sys.stderr)
+        return 1
+    except tf.errors.DataLossError as error:
+        where = experiment.damaged_record(params) if params else None
+        print(f"error: damaged data: {where}; convert the data set again" if where else
+              f"error: damaged file: {first_line(error)}; restore or remove it", file=sys.stderr)
+        return 1
+    except (OSError, tf.errors.PermissionDeniedError, tf.errors.ResourceExhaustedError) as error:
+        print(f"error: {storage_problem(error)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt as interruption:
+        print(f"\ninterrupted; run the same command again to resume from the latest checkpoint in {settings.model_dir}",
+              file=sys.stderr)
+        return 143 if isinstance(interruption, Terminated) else 130
+
+
+def storage_problem(error) -> str:
+    """One line for a failed read or write (a read-only model_dir, a full disk): the path and what went wrong."""
+    if isinstance(error, OSError):
+        problem = f"{error.filename}: {error.strerror}" if error.filename else str(error)
+    else:  # TensorFlow's messages name the path
+        problem = first_line(error)
+    return problem + "; check the path, its permissions and the free space"
