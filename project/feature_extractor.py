@@ -7,7 +7,7 @@ else built in memory with freshly initialized, random weights (so it must be tra
 ``TFHUB_CACHE_DIR`` when set), used by TF Hub's conventions (``library.hub.image_module``):
 the ``image_feature_vector`` signature where there is one, unless ``hub_signature`` and
 ``hub_output`` say otherwise. A module written from random weights
-(``python -m library.hub.hub_module --network``) counts as random too.
+(``python -m library.hub.write_module --network``) counts as random too.
 
 Module specs are built or loaded once per process and reused by every model_fn call.
 
@@ -28,7 +28,7 @@ from project.networks import NETWORKS, OPTIONS_OF, PRETRAINED, layers
 
 DEFAULT_IMAGE_SIZE = 224  # where image_size is null and the network or module does not fix a size
 OFFLINE_HINT = (
-    "without internet, make a pretrained module from Keras Applications weights (python -m library.hub.hub_module "
+    "without internet, make a pretrained module from Keras Applications weights (python -m library.hub.write_module "
     "--keras_application MobileNetV2 --weights PATH.h5 --image_size 224 --output DIR) and set --hub_module DIR, "
     "or train from scratch with --hub_module small_cnn --fine_tuning (docs/pretrained-modules.md)"
 )
@@ -76,7 +76,7 @@ def check(params) -> list:
         raise ValueError(
             f"hub_module {name} starts from random weights and fine_tuning is False: only the head would train, "
             "on random features; train it from scratch with --fine_tuning, or use a pretrained module "
-            "(a tfhub.dev TF1 image module, python -m library.hub.hub_module --keras_application, or a model of yours "
+            "(a tfhub.dev TF1 image module, python -m library.hub.write_module --keras_application, or a model of yours "
             "exported with --mode export_hub; docs/pretrained-modules.md)"
         )
     size, warnings = input_image_size(params), []
@@ -166,6 +166,6 @@ def _loaded_spec(handle):
         raise NotAModuleError(
             f"hub_module '{handle}' is neither a project network ({', '.join(NETWORKS)}) nor a TF1 Hub module "
             f"directory (no {hub_module.MODULE_DEF_FILE} there); fix the path, or write a module with "
-            "`python -m library.hub.hub_module` or `run.py --mode export_hub`"
+            "`python -m library.hub.write_module` or `run.py --mode export_hub`"
         ) from None
     return spec, hub_module.has_random_weights(path)

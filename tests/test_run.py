@@ -27,7 +27,7 @@ from library.configuration import config
 from library.evaluation import hparams_summary, recalibration
 from library.evaluation import report as evaluation_report
 from library.evaluation.best_checkpoint import BestCheckpoint
-from library.hub import hub_module, keras_application
+from library.hub import keras_application, write_module
 from library.training.run_loop import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
 from project import preprocessing
@@ -471,7 +471,7 @@ def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(pro
         model = keras_application.build("MobileNetV2", 32)
         session.run(tf.compat.v1.global_variables_initializer())
         model.save_weights(weights)
-    assert hub_module.main(["--keras_application", "MobileNetV2", "--weights", weights, "--image_size", "32",
+    assert write_module.main(["--keras_application", "MobileNetV2", "--weights", weights, "--image_size", "32",
                             "--output", module_dir]) == 0
     for flag in ("--no-fine_tuning", "--fine_tuning"):
         out = tmp_path / flag.strip("-")

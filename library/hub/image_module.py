@@ -57,7 +57,7 @@ def load_spec(path: str, handle: str):
         raise ModuleError(
             f"hub_module {handle} is a TF2 SavedModel, not a TF1 Hub module (no {hub_module.MODULE_DEF_FILE}); "
             "hub.Module needs the TF1 Hub format: on tfhub.dev pick the model's 'TF1 Hub format' version, "
-            "or make a module from Keras Applications weights (python -m library.hub.hub_module --keras_application)"
+            "or make a module from Keras Applications weights (python -m library.hub.write_module --keras_application)"
         )
     raise NotAModuleError(f"hub_module {handle}: no {hub_module.MODULE_DEF_FILE} in {path}, so it is no TF1 Hub module")
 

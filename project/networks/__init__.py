@@ -24,7 +24,7 @@ A network registered with ``weights`` is pretrained: its module is built once wi
 (``library.hub.hub_module.pretrained_module``); every other network starts from random weights.
 
 ``python -m project.networks --network NAME --output DIR`` writes one as a module, with its
-pretrained weights or fresh variables (``library.hub.hub_module``'s command line, with each
+pretrained weights or fresh variables (``library.hub.write_module``'s command line, with each
 network's options as flags).
 """
 

@@ -2,7 +2,7 @@
 
 import sys
 
-from library.hub import hub_module
+from library.hub import write_module
 
 if __name__ == "__main__":
-    sys.exit(hub_module.main(sys.argv[1:], networks_package="project.networks", prog="python -m project.networks"))
+    sys.exit(write_module.main(sys.argv[1:], networks_package="project.networks", prog="python -m project.networks"))

@@ -8,7 +8,7 @@ import skimage
 import tensorflow_hub as hub
 from PIL import Image
 
-from library.hub import hub_module
+from library.hub import hub_module, write_module
 from project import feature_extractor
 from project.networks import PRETRAINED, efficientnet_lite0
 from tests.conftest import tf
@@ -82,7 +82,7 @@ def test_the_train_variant_updates_every_batch_norm_as_recalibration_expects():
 
 def test_exported_module_keeps_the_weights_bit_for_bit(tmp_path, photos):
     output = tmp_path / "efficientnet_lite0"
-    assert hub_module.main(["--network", "efficientnet_lite0", "--output", str(output)],
+    assert write_module.main(["--network", "efficientnet_lite0", "--output", str(output)],
                            networks_package="project.networks") == 0
     assert not hub_module.has_random_weights(str(output))
     exported = run_module(hub.load_module_spec(str(output)), photos)

@@ -64,5 +64,5 @@ def test_a_path_that_is_no_module_is_a_one_line_error(tmp_path, name):
     assert str(error.value) == (
         f"hub_module '{handle}' is neither a project network ({', '.join(NETWORKS)}) nor a TF1 Hub module "
         "directory (no tfhub_module.pb there); fix the path, or write a module with "
-        "`python -m library.hub.hub_module` or `run.py --mode export_hub`"
+        "`python -m library.hub.write_module` or `run.py --mode export_hub`"
     )

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow_hub as hub
 
-from library.hub import hub_module, keras_application
+from library.hub import hub_module, keras_application, write_module
 from tests.conftest import tf
 
 v1 = tf.compat.v1
@@ -45,7 +45,7 @@ def mobilenet(tmp_path_factory):
     weights = str(root / "mobilenet_v2.h5")
     expected = saved_weights("MobileNetV2", weights, images())
     module_dir = str(root / "module")
-    assert hub_module.main(["--keras_application", "MobileNetV2", "--weights", weights,
+    assert write_module.main(["--keras_application", "MobileNetV2", "--weights", weights,
                             "--image_size", str(SIZE), "--output", module_dir]) == 0
     return weights, module_dir, expected
 
@@ -112,7 +112,7 @@ def test_train_variant_runs_batch_norm_on_batch_statistics_with_updates(mobilene
 ])
 def test_command_line_mistakes_are_one_line(tmp_path, capsys, argv, message):
     try:
-        code = hub_module.main([*argv, "--output", str(tmp_path / "module")])
+        code = write_module.main([*argv, "--output", str(tmp_path / "module")])
     except SystemExit as exit:  # argparse's own errors
         code = exit.code
     err = capsys.readouterr().err
@@ -122,7 +122,7 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys, argv, message):
 
 def test_weights_of_another_application_are_one_line(tmp_path, capsys, mobilenet):
     weights, _, _ = mobilenet
-    assert hub_module.main(["--keras_application", "ResNet50", "--weights", weights, "--image_size", str(SIZE),
+    assert write_module.main(["--keras_application", "ResNet50", "--weights", weights, "--image_size", str(SIZE),
                             "--output", str(tmp_path / "module")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --weights {weights}: not the weights of ResNet50 without its top (")
@@ -134,7 +134,7 @@ def test_imagenet_weights_without_a_network_say_what_to_do(tmp_path, capsys, mon
         raise Exception("URL fetch failure on https://example/mobilenet.h5: None -- [Errno -3] name resolution")
 
     monkeypatch.setattr(importlib.import_module("keras.src.applications.mobilenet_v2").data_utils, "get_file", no_network)
-    assert hub_module.main(["--keras_application", "MobileNetV2", "--weights", "imagenet", "--image_size", "96",
+    assert write_module.main(["--keras_application", "MobileNetV2", "--weights", "imagenet", "--image_size", "96",
                             "--output", str(tmp_path / "module")]) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --weights imagenet: Keras cannot download the ImageNet weights of MobileNetV2 (")
@@ -145,7 +145,7 @@ def test_weights_of_another_width_are_one_line_and_load_with_their_alpha(tmp_pat
     weights = str(tmp_path / "mobilenet_v2_035.h5")
     expected = saved_weights("MobileNetV2", weights, images(), alpha=0.35)
     argv = ["--keras_application", "MobileNetV2", "--weights", weights, "--image_size", str(SIZE)]
-    assert hub_module.main([*argv, "--output", str(tmp_path / "module")]) == 1
+    assert write_module.main([*argv, "--output", str(tmp_path / "module")]) == 1
     err = capsys.readouterr().err
     assert err.startswith(f"error: --weights {weights}: not the weights of MobileNetV2 of width alpha 1 without its "
                           "top (Trying to assign to variable with tensor with wrong shape. Expected [")
@@ -153,6 +153,6 @@ def test_weights_of_another_width_are_one_line_and_load_with_their_alpha(tmp_pat
     assert err.count("\n") == 1 and len(err) < 500
     assert not (tmp_path / "module").exists()
 
-    assert hub_module.main([*argv, "--alpha", "0.35", "--output", str(tmp_path / "module")]) == 0
+    assert write_module.main([*argv, "--alpha", "0.35", "--output", str(tmp_path / "module")]) == 0
     assert expected.shape == (3, 1280)
     assert np.abs(module_features(str(tmp_path / "module"), images()) - expected).max() <= 1e-4
