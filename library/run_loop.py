@@ -438,10 +438,30 @@ def csv_text(rows: list) -> str:
 
 
 def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
-    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``."""
-    path = estimator.export_saved_model(export_dir, lambda: run.experiment.serving_input_receiver_fn(run.params),
-                                        checkpoint_path=checkpoint)
-    return path.decode() if isinstance(path, bytes) else path
+    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``.
+
+    Estimator names the folder by the second, so two exports in the same second (two runs, or a run and the best
+    snapshot's export) would collide: each is written in a private staging folder, then renamed to the first free
+    timestamp from its own on."""
+    import tensorflow as tf
+
+    atomic_file.remove_stale_temporaries(export_dir, "export")  # of exports a kill interrupted
+    staging = atomic_file.temporary_name(os.path.join(export_dir, "export"))
+    try:
+        path = estimator.export_saved_model(staging, lambda: run.experiment.serving_input_receiver_fn(run.params),
+                                            checkpoint_path=checkpoint)
+        path = path.decode() if isinstance(path, bytes) else path
+        timestamp = int(os.path.basename(path))
+        while True:
+            target = os.path.join(export_dir, str(timestamp))
+            try:
+                tf.io.gfile.rename(path, target, overwrite=False)
+                return target
+            except tf.errors.AlreadyExistsError:
+                timestamp += 1
+    finally:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
 
 
 def export(run: Run) -> int:

@@ -386,13 +386,16 @@ def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, trained,
     assert "\n".join("\t".join(row) for row in rows) == capsys.readouterr().out.strip()
 
 
-def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys):
-    capsys.readouterr()
-    assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export"), "--model", "best") == 0
-    assert "SavedModel of" in capsys.readouterr().out
-    (saved_model,) = os.listdir(tmp_path / "export")
+def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # two exports in the same second get two folders
+    for _ in range(2):
+        capsys.readouterr()
+        assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export"),
+                        "--model", "best") == 0
+        assert "SavedModel of" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "export")) == ["1700000000", "1700000001"]
     folder = project.parent / "images" / "test"
-    outputs = serve(str(tmp_path / "export" / saved_model), [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)])
+    outputs = serve(str(tmp_path / "export" / "1700000001"), [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)])
     assert outputs["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
     assert [name.decode() for name in outputs["class_name"]] == sorted(COLORS)
