@@ -44,10 +44,17 @@ ALL_RECORDS = 2**40  # a batch size no cache reaches: the whole training cache a
 
 
 def check(params) -> None:
-    """ValueError (one line) when the features cannot be cached as configured."""
-    if params.get("cache_features") and params["fine_tuning"]:
+    """ValueError (one line) when the features cannot be cached as configured: with fine_tuning, only for the head
+    epochs (``head_epochs``, project/fine_tuning.py), which cache them anyway."""
+    if params.get("cache_features") and params["fine_tuning"] and not params["head_epochs"]:
         raise ValueError("cache_features: a fine-tuned module's features change every step, so they cannot be cached; "
-                         "use --no-fine_tuning or --no-cache_features")
+                         "use --no-fine_tuning, --no-cache_features, or --head_epochs K to train the head first on "
+                         "cached features")
+
+
+def used(params) -> bool:
+    """Whether the head trains and evaluates on cached features: cache_features, and the module frozen."""
+    return bool(params.get("cache_features")) and not params["fine_tuning"]
 
 
 def views(params, training) -> int:

@@ -378,7 +378,8 @@ def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(pro
                             "--output", module_dir]) == 0
     for flag in ("--no-fine_tuning", "--fine_tuning"):
         out = tmp_path / flag.strip("-")
-        assert run_main(project, out, "--hub_module", module_dir, flag, "--train_epochs", "2") == 0
+        assert run_main(project, out, "--hub_module", module_dir, flag, "--fine_tuning_batch_norm", "train",
+                        "--train_epochs", "2") == 0
         stdout = capsys.readouterr().out
         assert f"feature extractor: {module_dir} (pretrained); signature image_feature_vector, output default: " \
                "1280 features; input 32x32 (fixed by the module)" in stdout
