@@ -12,6 +12,7 @@ Precedence, highest first: command line > selected set > the sets it inherits > 
 import argparse
 import dataclasses
 import difflib
+import glob
 import math
 import os
 import re
@@ -285,8 +286,13 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
 
 
-def build_parser(options: Iterable[Option], description: str, prog: str = None) -> argparse.ArgumentParser:
-    """A parser with one flag per option; flags not given stay absent from the result."""
+def build_parser(options: Iterable[Option], description: str, prog: str = None, defaults: Optional[Config] = None
+                 ) -> argparse.ArgumentParser:
+    """A parser with one flag per option; flags not given stay absent from the result.
+
+    ``--help`` shows each option's value without its flag: from ``defaults`` (the selected sets) where given,
+    with the set it comes from, else the declared default.
+    """
     parser = OneLineParser(
         prog=prog, description=description, allow_abbrev=False,
         formatter_class=_HelpFormatter,
@@ -300,7 +306,7 @@ def build_parser(options: Iterable[Option], description: str, prog: str = None) 
         for option in options:
             if option.file != file_kind:
                 continue
-            text = f"{option.help} ({option.describe_valid()}, default: {option.default})"
+            text = f"{option.help} ({option.describe_valid()}, {_shown_default(option, defaults)})"
             if option.type is bool:
                 group.add_argument(f"--{option.name}", action=argparse.BooleanOptionalAction, help=text)
             else:
@@ -309,22 +315,56 @@ def build_parser(options: Iterable[Option], description: str, prog: str = None) 
     return parser
 
 
+def _shown_default(option: Option, defaults: Optional[Config]) -> str:
+    """``default: VALUE``, naming the set it comes from when a set gives it."""
+    if defaults is None or defaults.sources.get(option.name, "default") == "default":
+        return f"default: {option.default}"
+    return f"default: {defaults.values[option.name]} from {defaults.sources[option.name]}"
+
+
 def parse(options: Iterable[Option], argv: Optional[list] = None, description: str = "", prog: str = None):
     """Resolve the configuration for ``argv``; returns (Config, print_config_requested)."""
     options = {option.name: option for option in options}
-    parser = build_parser(options.values(), description, prog)
+    parser = build_parser(options.values(), description, prog, _defaults_for_help(options, argv))
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         flag = unknown[0].split("=")[0]
         if flag.startswith("--"):
             known = [name for name in options] + ["config_set", "project_file", "print_config"]
             parser.exit(2, f"error: {_unknown('flag', flag, ['--' + k for k in known], 'command line')}\n")
+        if glob.has_magic(unknown[0]) or os.path.exists(unknown[0]):
+            parser.exit(2, f"error: unexpected argument '{unknown[0]}': the shell expanded a file pattern into "
+                           "several files; quote the pattern, e.g. --train_data 'out/x/train-*.tfrecord'\n")
         parser.exit(2, f"error: unexpected argument '{unknown[0]}' (see {parser.prog} --help)\n")
     cli = vars(args)
     config_set = cli.pop("config_set")
     project_file = cli.pop("project_file")
     print_config = cli.pop("print_config", False)
+    config = _resolve(options, config_set, project_file, cli)
+    config.values["config_set"] = config_set
+    config.sources["config_set"] = "command line" if argv_has(argv, "--config_set") else "default"
+    return config, print_config
 
+
+def _defaults_for_help(options: dict, argv: Optional[list]) -> Optional[Config]:
+    """The values of the sets ``argv`` selects, without the other flags: what --help shows as defaults (None when
+    the sets cannot be read; the parse proper then reports why)."""
+    selection = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    selection.add_argument("--config_set", default="default")
+    selection.add_argument("--project_file", default="project.yaml")
+    for name in ("hyperparameter_file", "hyperparameter_set"):
+        if name in options:
+            selection.add_argument(f"--{name}", default=argparse.SUPPRESS)
+    chosen, _ = selection.parse_known_args(argv)
+    chosen = vars(chosen)
+    try:
+        return _resolve(options, chosen.pop("config_set"), chosen.pop("project_file"), chosen)
+    except ConfigError:
+        return None
+
+
+def _resolve(options: dict, config_set: str, project_file: str, cli: dict) -> Config:
+    """Values and sources: declared defaults, then the project set, its hyperparameter set, then ``cli``."""
     values = {name: option.default for name, option in options.items()}
     sources = {name: "default" for name in options}
     project_values, project_sources = load_set(project_file, config_set, options, PROJECT_FILE)
@@ -341,9 +381,7 @@ def parse(options: Iterable[Option], argv: Optional[list] = None, description: s
     for name, value in cli.items():
         values[name] = _coerce(options[name], value, "command line")
         sources[name] = "command line"
-    values["config_set"] = config_set
-    sources["config_set"] = "command line" if argv_has(argv, "--config_set") else "default"
-    return Config(values, sources), print_config
+    return Config(values, sources)
 
 
 def argv_has(argv: Optional[list], flag: str) -> bool:

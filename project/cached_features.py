@@ -1,5 +1,8 @@
 """``cache_features``: the head trains and evaluates on a frozen module's features, computed once.
 
+It applies while the module is frozen (``fine_tuning`` False); a fine-tuned module's
+features change every step, so then the option has no effect.
+
 With ``fine_tuning`` False the module's output for an image never changes, yet the image
 pipeline decodes, crops and runs the module for every image every epoch. With
 ``cache_features`` the features of every training and evaluation image are computed in one
@@ -43,18 +46,10 @@ THUMBNAIL = "cached_thumbnail"  # uint8 [t, t, 3] bytes: the evaluation report's
 ALL_RECORDS = 2**40  # a batch size no cache reaches: the whole training cache as one batch, parsed at once
 
 
-def check(params) -> None:
-    """ValueError (one line) when the features cannot be cached as configured: with fine_tuning, only for the head
-    epochs (``head_epochs``, project/fine_tuning.py), which cache them anyway."""
-    if params.get("cache_features") and params["fine_tuning"] and not params["head_epochs"]:
-        raise ValueError("cache_features: a fine-tuned module's features change every step, so they cannot be cached; "
-                         "use --no-fine_tuning, --no-cache_features, or --head_epochs K to train the head first on "
-                         "cached features")
-
-
-def used(params) -> bool:
-    """Whether the head trains and evaluates on cached features: cache_features, and the module frozen."""
-    return bool(params.get("cache_features")) and not params["fine_tuning"]
+def applies(params) -> bool:
+    """Whether the head trains on cached features: asked for, and the module frozen (a fine-tuned module's features
+    change every step, so there is nothing to cache)."""
+    return params["cache_features"] and not params["fine_tuning"]
 
 
 def views(params, training) -> int:

@@ -37,7 +37,7 @@ class ImageClassifier(Experiment):
         return model.model_fn(features, labels, mode, params)
 
     def input_fn(self, params, mode, input_context=None):
-        if cached_features.used(params):
+        if cached_features.applies(params):
             return cached_features.input_fn(params, mode, input_context)
         return inputs.input_fn(params, mode, input_context)
 
@@ -72,7 +72,6 @@ class ImageClassifier(Experiment):
             raise ConfigError(f"top_k: {top_k} is not between 0 and the {len(class_names)} classes of {labels_file}")
         params = {**values, "class_names": class_names, "num_classes": len(class_names)}
         try:
-            cached_features.check(params)
             for warning in feature_extractor.check(params):
                 print(warning, file=sys.stderr, flush=True)
             params["image_size"] = feature_extractor.input_image_size(params)
@@ -89,7 +88,7 @@ class ImageClassifier(Experiment):
 
     def describe(self, params) -> str:
         """The line printed when training starts: which feature extractor, signature, output and sizes."""
-        return feature_extractor.describe(params)
+        return feature_extractor.describe(params) + ("; its features cached" if cached_features.applies(params) else "")
 
     def model_identity(self, params) -> dict:
         """What a checkpoint of this model is only good for: its classes, feature extractor and input size."""

@@ -1,8 +1,9 @@
 """Where the model's feature extractor comes from, and which of its outputs feeds the head.
 
-``hub_module`` names either a project network (``project.networks.NETWORKS``), built in
-memory with freshly initialized, random weights (so it must be trained: ``fine_tuning``),
-or a TF1 Hub module: a directory, a ``file://`` path or a URL (downloaded into
+``hub_module`` names either a project network (``project.networks.NETWORKS``): pretrained
+(``PRETRAINED``: built once into a module with its weights, in TF Hub's module cache), or
+else built in memory with freshly initialized, random weights (so it must be trained:
+``fine_tuning``); or a TF1 Hub module: a directory, a ``file://`` path or a URL (downloaded into
 ``TFHUB_CACHE_DIR`` when set), used by TF Hub's conventions (``library.image_module``):
 the ``image_feature_vector`` signature where there is one, unless ``hub_signature`` and
 ``hub_output`` say otherwise. A module written from random weights
@@ -16,12 +17,15 @@ Pixel range: modules take float32 RGB in [0, 1], TF Hub's image-module conventio
 
 import dataclasses
 import functools
+import hashlib
+import inspect
 import json
+import sys
 
 from library import hub_module, image_module
 from library.image_module import ModuleNotFetchedError, NotAModuleError
 from project import fine_tuning
-from project.networks import NETWORKS
+from project.networks import NETWORKS, OPTIONS_OF, PRETRAINED, layers
 
 BATCH_NORM_DESCRIPTIONS = {fine_tuning.FROZEN: "frozen (the module's stored statistics)",
                            fine_tuning.TRAIN: "on batch statistics (moving averages updated)"}
@@ -45,7 +49,9 @@ class FeatureExtractor:
 def resolve(params) -> FeatureExtractor:
     """The feature extractor ``params`` name; ValueError (one line) when it cannot be used as asked."""
     name = params["hub_module"]
-    if name in NETWORKS:
+    if name in PRETRAINED:
+        spec, random_weights = _pretrained_spec(name, configured_size(params), _own_settings(params)), False
+    elif name in NETWORKS:
         spec = _network_spec(name, configured_size(params), params.get("random_seed"), _settings(params))
         random_weights = True
     else:
@@ -118,7 +124,10 @@ def describe(params) -> str:
 
 
 def network_key(params):
-    """What a project network's weights depend on (its hyperparameters and seed); None for a module."""
+    """What a project network's weights depend on (the pretrained module's key, or its hyperparameters and seed);
+    None for a module."""
+    if params["hub_module"] in PRETRAINED:
+        return _module_key(params["hub_module"], configured_size(params), _own_settings(params))
     if params["hub_module"] not in NETWORKS:
         return None
     return [_settings(params), params.get("random_seed")]
@@ -140,6 +149,28 @@ def _settings(params) -> str:
 def _network_spec(name, image_size, seed, settings):
     """A project network's spec, built once per process for each size, seed and hyperparameters."""
     return hub_module.create_spec(NETWORKS[name], image_size, json.loads(settings), seed=seed)
+
+
+def _own_settings(params) -> str:
+    """The hyperparameters a network declares itself, as a hashable key."""
+    return json.dumps({option: params.get(option) for option in OPTIONS_OF[params["hub_module"]]}, sort_keys=True)
+
+
+def _module_key(name, image_size, settings) -> str:
+    """A pretrained network's module name in the cache: the network, its input size, and a digest of all its module
+    depends on (the weights file's pinned hash, the network's own hyperparameters, the code that builds its graph)."""
+    code = (inspect.getsource(sys.modules[NETWORKS[name].__module__]) + inspect.getsource(layers)
+            + inspect.getsource(hub_module.create_spec) + inspect.getsource(hub_module.add_image_signatures))
+    digest = hashlib.sha256(json.dumps([PRETRAINED[name].sha256, settings, code]).encode()).hexdigest()
+    return f"{name}-{image_size}px-{digest[:16]}"
+
+
+@functools.lru_cache(maxsize=8)
+def _pretrained_spec(name, image_size, settings):
+    """A pretrained network's spec, loaded from its module (built first where the cache has none), once per process."""
+    spec = hub_module.create_spec(NETWORKS[name], image_size, json.loads(settings))
+    directory = hub_module.pretrained_module(spec, PRETRAINED[name], _module_key(name, image_size, settings))
+    return image_module.load_spec(directory, name)
 
 
 @functools.lru_cache(maxsize=8)

@@ -19,24 +19,23 @@ PROJECT_OPTIONS = (
     Option("cycle_length", int, 8, "TFRecord files read at once by the interleave", valid=AT_LEAST_1),
     Option("num_parallel_calls", int, 0, "batches preprocessed in parallel (each 16 images at a time); 0 = one per CPU core",
            valid=NON_NEGATIVE),
-    Option("cache_features", bool, False, "fine_tuning False: compute the frozen module's features of every image once, "
-           "beside model_dir, and train and evaluate the head on them (README: Feature cache)"),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
 )
 
-# TF Hub's TF1 MobileNetV2 (ImageNet) feature-vector module; versions 4 and later are TF2 SavedModels.
-PRETRAINED_MODULE = "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
-
+# The declared defaults are those of the `default` set of hyperparameters.yaml, which --help shows.
 HYPERPARAMETER_OPTIONS = (
-    Option("hub_module", str, PRETRAINED_MODULE,
-           "feature extractor: a TF1 Hub module (path, file:// or URL) or a project network name (random weights)", HP),
+    Option("hub_module", str, "efficientnet_lite0",
+           "feature extractor: a project network name (efficientnet_lite0: ImageNet weights; the others random) or "
+           "a TF1 Hub module (path, file:// or URL)", HP),
     Option("hub_signature", str, None, "module signature giving the features; null: image_feature_vector if "
            "the module has it, else default", HP),
     Option("hub_output", str, None, "output of that signature; null: default", HP),
     Option("image_size", int, None, "input height and width of project networks and of modules of any size; "
            "null: a module's own size, else 224", HP, valid=AT_LEAST_1),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
+    Option("cache_features", bool, True, "while the module is frozen (fine_tuning False), compute its features of "
+           "every image once, beside model_dir, and train and evaluate the head on them (README: Feature cache)", HP),
     Option("head_epochs", int, 0, "fine_tuning: first train the head alone this many epochs on the frozen module's "
            "cached features (in model_dir/head), then the whole network from that head for train_epochs; 0: from a "
            "new head at once", HP, valid=NON_NEGATIVE),
@@ -49,7 +48,7 @@ HYPERPARAMETER_OPTIONS = (
            "times this", HP, valid=POSITIVE),
     Option("learning_rate_warmup_epochs", float, 0.0, "learning rate rising linearly from 0 over this many epochs "
            "(then as learning_rate_schedule says); 0: none", HP, valid=NON_NEGATIVE),
-    Option("learning_rate", float, 1e-4, "initial learning rate", HP, valid=POSITIVE),
+    Option("learning_rate", float, 1e-3, "initial learning rate", HP, valid=POSITIVE),
     Option("learning_rate_schedule", str, "constant", "learning rate over training", HP, ("constant", "cosine", "exponential")),
     Option("learning_rate_decay", float, 0.94, "exponential schedule: factor applied per epoch", HP, valid=FRACTION),
     Option("optimizer", str, "Adam", "optimizer", HP, ("Adam", "Momentum", "SGD")),
@@ -57,9 +56,9 @@ HYPERPARAMETER_OPTIONS = (
     Option("adam_beta1", float, 0.9, "Adam: exponential decay of the first moment", HP, valid=PROBABILITY_BELOW_1),
     Option("adam_beta2", float, 0.999, "Adam: exponential decay of the second moment", HP, valid=PROBABILITY_BELOW_1),
     Option("adam_epsilon", float, 1e-8, "Adam: numerical stability constant", HP, valid=POSITIVE),
-    Option("dropout_rate", float, 0.5, "dropout before the classification layer (training only)", HP,
+    Option("dropout_rate", float, 0.2, "dropout before the classification layer (training only)", HP,
            valid=PROBABILITY_BELOW_1),
-    Option("l2_regularization", float, 0.0, "L2 weight decay on trainable weights", HP, valid=NON_NEGATIVE),
+    Option("l2_regularization", float, 1e-8, "L2 weight decay on trainable weights", HP, valid=NON_NEGATIVE),
     Option("xentropy_label_smoothing", float, 0.0, "label smoothing of the softmax cross-entropy", HP,
            valid=PROBABILITY_BELOW_1),
     Option("random_flip", bool, True, "random horizontal flips in training", HP),

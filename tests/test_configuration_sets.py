@@ -39,9 +39,25 @@ def test_seed_default_set():
     assert settings.model == "latest"
     assert settings.model_dir == "out/current/checkpoints"
     assert settings.learning_rate == pytest.approx(1e-3)
-    assert settings.hub_module == "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
+    assert settings.hub_module == "efficientnet_lite0"  # pretrained on ImageNet, from a pinned package: no download
     assert settings.fine_tuning is False
+    assert settings.cache_features is True
+    assert settings.dropout_rate == pytest.approx(0.2)
     assert settings.sources["train_batch_size"] == "project.yaml: default"
+    assert settings.sources["hub_module"] == "hyperparameters.yaml: default"
+
+
+def test_the_declared_defaults_are_the_default_sets_values():
+    settings = resolve()
+    declared = {option.name: option.default for option in OPTIONS if option.file == config.HYPERPARAMETER_FILE}
+    differing = {name: (settings[name], declared[name]) for name in declared if settings[name] != declared[name]}
+    assert differing == {}
+
+
+def test_the_tfhub_mobilenet_v2_set_keeps_the_download():
+    settings = resolve("--hyperparameter_set", "tfhub_mobilenet_v2")
+    assert settings.hub_module == "https://tfhub.dev/google/imagenet/mobilenet_v2_100_224/feature_vector/3"
+    assert settings.fine_tuning is False and settings.cache_features is True
 
 
 def test_issue_example_thinkpad_with_command_line_learning_rate():
@@ -112,15 +128,38 @@ def test_bad_set_is_a_one_line_error():
     assert err.count("\n") == 1 and err.startswith("error: ") and "sets in this file" in err
 
 
-def test_help_lists_every_option_with_type_default_and_description():
-    code, out, _ = run_cli("--help")
+@pytest.mark.parametrize("config_set", ["default", "thinkpadx201t"])
+def test_help_lists_every_option_with_type_description_and_the_value_the_sets_give_it(config_set):
+    code, out, _ = run_cli("--help", "--config_set", config_set)
     assert code == 0
     flat = " ".join(out.split())
+    settings = resolve("--config_set", config_set)
     for option in OPTIONS:
         assert f"--{option.name}" in flat
         assert " ".join(option.help.split()) in flat, option.name
-        assert f"({option.describe_valid()}, default: {option.default})" in flat, option.name
-    assert "(int >= 1, default: 32)" in flat and "(float [0, 1), default: 0.5)" in flat  # train_batch_size, dropout_rate
+        source = settings.sources[option.name]
+        shown = f"default: {option.default}" if source == "default" else f"default: {settings[option.name]} from {source}"
+        assert f"({option.describe_valid()}, {shown})" in flat, option.name
+    assert "(float [0, 1), default: 0.2 from hyperparameters.yaml: default)" in flat  # dropout_rate, as trained
+    assert "(float > 0, default: 0.001 from hyperparameters.yaml: default)" in flat  # learning_rate
+    batch = {"default": "32 from project.yaml: default", "thinkpadx201t": "10 from project.yaml: thinkpadx201t"}
+    assert f"(int >= 1, default: {batch[config_set]})" in flat
+
+
+def test_help_with_an_unreadable_set_shows_the_declared_defaults():
+    code, out, _ = run_cli("--help", "--config_set", "no_such_set")
+    assert code == 0
+    assert "(int >= 1, default: 32)" in " ".join(out.split())
+
+
+def test_an_unquoted_file_pattern_the_shell_expanded_says_to_quote_it(tmp_path):
+    shards = [tmp_path / f"train-0000{index}-of-00002.tfrecord" for index in range(2)]
+    for shard in shards:
+        shard.write_bytes(b"")
+    code, _, err = run_cli("--train_data", *map(str, shards), "--print_config")
+    assert code == 2
+    assert err == (f"error: unexpected argument '{shards[1]}': the shell expanded a file pattern into several files; "
+                   "quote the pattern, e.g. --train_data 'out/x/train-*.tfrecord'\n")
 
 
 def test_write_config_records_values_and_sources(tmp_path):
