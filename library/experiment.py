@@ -72,6 +72,11 @@ class Experiment(abc.ABC):
         """What a checkpoint is only good for (e.g. class names, input size): recorded in model_dir, checked by every mode."""
         return {}
 
+    def updates_batch_norm(self, params) -> bool:
+        """Whether training updates batch-norm moving averages, which each evaluation then recalibrates; False spares
+        building a recalibration graph that would find nothing to recalibrate. True when unknown."""
+        return True
+
     def training_phases(self, values: dict) -> tuple:
         """The :class:`Phase` s a training run with these option values goes through, in order; empty for one
         training of the run's own values (no phases)."""

@@ -461,7 +461,10 @@ class Training:
 
     def recalibration_batches(self) -> int:
         """batch_norm_recalibration_batches, at most one pass over the training images: the recalibration input
-        repeats them in a fixed order, so more batches would only count some images twice."""
+        repeats them in a fixed order, so more batches would only count some images twice; 0 when training updates
+        no batch-norm statistics."""
+        if not self.run.experiment.updates_batch_norm(self.run.params):
+            return 0
         return min(self.run.settings.batch_norm_recalibration_batches,
                    self.plan.examples // self.run.settings.train_batch_size)
 

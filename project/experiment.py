@@ -81,6 +81,10 @@ class ImageClassifier(Experiment):
             check_one_conversion(params[option], option)
         return params
 
+    def updates_batch_norm(self, params) -> bool:
+        """Only a module fine-tuned on batch statistics updates its moving averages (the head has no batch norm)."""
+        return feature_extractor.trains_batch_norm(params)
+
     def training_phases(self, values: dict) -> tuple:
         """With fine_tuning and head_epochs: the head first on cached features, then the whole network
         (project/fine_tuning.py)."""

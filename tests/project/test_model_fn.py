@@ -199,6 +199,43 @@ def test_learning_rate_schedules(schedule, steps_and_rates):
     assert rates == pytest.approx([expected for _, expected in steps_and_rates], abs=1e-7)
 
 
+@pytest.mark.parametrize("schedule, steps_and_rates", [
+    ("constant", [(0, 0.005), (9, 0.05), (19, 0.1), (40, 0.1)]),
+    ("cosine", [(0, 0.005), (49, 0.05 * (1 + np.cos(np.pi * 0.49))), (100, 0.0)]),
+])
+def test_a_warm_up_raises_the_rate_linearly_from_zero_then_the_schedule_goes_on(schedule, steps_and_rates):
+    """Warm-up over 2 epochs of 10 steps (step 0 already at 1/20 of the rate), then the schedule's rate (cosine over
+    100 steps)."""
+    params = make_params(learning_rate=0.1, learning_rate_schedule=schedule, learning_rate_warmup_epochs=2,
+                         steps_per_epoch=10, train_steps=100)
+    step = v1.placeholder(tf.int64, [])
+    rate = model_fn.learning_rate(params, step)
+    with v1.Session() as session:
+        rates = [session.run(rate, {step: value}) for value, _ in steps_and_rates]
+    assert rates == pytest.approx([expected for _, expected in steps_and_rates], abs=1e-7)
+
+
+@pytest.mark.parametrize("multiplier, module_step", [(1.0, 0.1), (0.1, 0.01)])
+def test_fine_tuning_moves_the_module_at_its_multiple_of_the_heads_rate(multiplier, module_step):
+    """One Adam step moves each weight by its learning rate (the sign of its gradient): the head's 0.1, the module's
+    0.1 x module_learning_rate_multiplier."""
+    features, labels = fixed_batch()
+    params = make_params(fine_tuning=True, learning_rate=0.1, module_learning_rate_multiplier=multiplier,
+                         dropout_rate=0.0)
+    spec = model_fn.model_fn(features, labels, ModeKeys.TRAIN, params)
+    weights = {name: variable for variable in v1.global_variables() for name in (HEAD_KERNEL, f"{MODULE_PREFIX}conv4/conv/kernel")
+               if variable.op.name == name}
+    with v1.Session() as session:
+        session.run(v1.global_variables_initializer())
+        before = session.run(weights)
+        session.run(spec.train_op)
+        after, step = session.run([weights, v1.train.get_global_step()])
+    moved = {name: np.abs(after[name] - before[name]) for name in weights}
+    assert step == 1
+    assert np.median(moved[HEAD_KERNEL]) == pytest.approx(0.1, rel=1e-3)
+    assert np.median(moved[f"{MODULE_PREFIX}conv4/conv/kernel"]) == pytest.approx(module_step, rel=1e-3)
+
+
 @pytest.mark.parametrize("optimizer, expected_weight", [
     ("SGD", -0.2),  # two steps of -0.1
     ("Momentum", -0.29),  # -0.1, then -0.1 * (1 + 0.9)
