@@ -6,8 +6,8 @@
    of every training step and evaluation (:func:`timed_steps`) give the idle wall time from a
    cycle's last training step to the evaluation and from the evaluation to the next cycle's
    first step.
-8. feature cache: head-only training on the frozen small CNN module (the `default` set as is)
-   with ``cache_features`` against without: the time of an epoch (from the steps' timestamps,
+8. feature cache: head-only training on the frozen, pretrained EfficientNet-Lite0 (the `default`
+   set as is, on the cycles row's small set) with ``cache_features`` against without: the time of an epoch (from the steps' timestamps,
    graph building and the caching pass left out), the caching pass (training and evaluation
    features, computed before training) against one uncached epoch, and the accuracy each reaches.
 """
@@ -200,8 +200,7 @@ def head_only_run(argv: list, work_dir: str, cached: bool) -> tuple:
     """(1 / seconds an epoch, details) of a run.py training run; with ``cached``, the caching pass timed first."""
     out = tempfile.mkdtemp(prefix="cache-", dir=work_dir)
     argv = [*argv, "--model_dir", os.path.join(out, "model"), "--best_model_dir", os.path.join(out, "best")]
-    if cached:
-        argv.append("--cache_features")
+    argv.append("--cache_features" if cached else "--no-cache_features")
     settings, params = project_config.parsed(argv)
     try:
         caching = 0.0

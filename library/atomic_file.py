@@ -22,12 +22,13 @@ def temporary_pattern(final_name: str = ".+") -> re.Pattern:
     return re.compile(rf"\.(?:{final_name}){_TEMPORARY_SUFFIX}")
 
 
-def write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to a temporary sibling, then rename it over ``path``."""
+def write_bytes(path: str, data: bytes, temporary: str = None) -> None:
+    """Write ``data`` to a temporary sibling, then rename it over ``path``; ``temporary`` names the sibling where
+    :func:`temporary_name` would be taken for a finished file (e.g. by TensorBoard, which reads any "tfevents" name)."""
     import tensorflow as tf
 
     tf.io.gfile.makedirs(os.path.dirname(path) or ".")
-    temporary = temporary_name(path)
+    temporary = temporary or temporary_name(path)
     try:
         with tf.io.gfile.GFile(temporary, "wb") as handle:
             handle.write(data)

@@ -154,11 +154,16 @@ class Recalibrator:
         self._build = lambda: _RecalibrationGraph(model_fn, input_fn, params, session_config)
         self._graph = None
         self.batches = batches
+        self._said_nothing_to_do = False
 
     def before_evaluation(self, checkpoint: str, make_latest: bool = True) -> str:
-        """The checkpoint to evaluate in place of ``checkpoint``; prints one line saying what was done, at what cost."""
+        """The checkpoint to evaluate in place of ``checkpoint``; prints one line saying what was done, at what cost
+        (that there is nothing to recalibrate only once: a model without batch-norm updates never gets any)."""
         result = self.recalibrate(checkpoint, make_latest)
-        print(result.summary(), flush=True)
+        nothing_to_do = not result.statistics and not is_recalibrated(result.checkpoint)
+        if not (nothing_to_do and self._said_nothing_to_do):
+            print(result.summary(), flush=True)
+        self._said_nothing_to_do |= nothing_to_do
         return result.checkpoint
 
     def recalibrate(self, checkpoint: str, make_latest: bool = True) -> Recalibration:

@@ -136,7 +136,12 @@ class CyclesHook(tf.estimator.SessionRunHook):
 
     def after_run(self, run_context, run_values):
         self._bar.after_run(run_context, run_values)
-        step = int(run_values.results["step"]) + 1  # the step just run
+        # The global step fetched with the step may have been read before or after the train op incremented it;
+        # near a cycle's end, read it again (as Estimator's CheckpointSaverHook does), so that no cycle is missed.
+        step = int(run_values.results["step"]) + 1
+        if step % self._plan.cycle_steps > 1:
+            return
+        step = int(run_context.session.run(self._global_step))  # the step just run
         if step % self._plan.cycle_steps or step >= self._plan.total_steps:
             return
         self._bar.close()

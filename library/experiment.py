@@ -90,6 +90,11 @@ class Experiment(abc.ABC):
         """Write the feature extractor of a checkpoint as a TF1 Hub module (``--mode export_hub``)."""
         raise ConfigError("export_hub: this experiment has no feature extractor to export")
 
+    def export_tflite(self, params, checkpoint_path: str, output_path: str) -> None:
+        """Write the model of a checkpoint as a TensorFlow Lite file, with what a user of it needs beside it
+        (``--mode export_tflite``; ``library.tflite_export`` converts and writes)."""
+        raise ConfigError("export_tflite: this experiment has no TensorFlow Lite model to export")
+
     def benchmark_input(self, params, batches: int) -> dict:
         """Images/s of the training input alone (``--mode benchmark_input``)."""
         raise ConfigError("benchmark_input: this experiment has no input benchmark")

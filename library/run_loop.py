@@ -28,8 +28,8 @@ from typing import Optional
 
 import numpy as np
 
-from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, model_directory,
-                     towers, training_phases)
+from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, hparams_summary,
+                     model_directory, towers, training_phases)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.cycle_evaluation import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
@@ -290,12 +290,16 @@ def train_in_phases(phases: list, plans: list, strategy) -> int:
     """Train each phase in cycles, in order, each after the first from the previous one's last checkpoint;
     a phase trained (or stopped early) before is not trained again. Prints the start of each and the outcome."""
     trainings, warm_start = [], None
+    run_settings = phases[-1].settings  # the last phase trains with the run's own settings, in its model_dir
+    hparams_row = hparams_summary.SessionRow(run_settings.model_dir, run_settings.as_dict())
     with sigterm_as_interrupt():
-        for phase, plan in zip(phases, plans):
+        for index, (phase, plan) in enumerate(zip(phases, plans)):
             phase = dataclasses.replace(phase, warm_start_from=warm_start)
-            training = Training.start(phase, plan, strategy=strategy, tf_config={})
+            training = Training.start(phase, plan, strategy=strategy, tf_config={}, hparams_row=hparams_row,
+                                      final=index == len(phases) - 1)
             step = global_step_of(phase.settings.model_dir)
             training.announce(step)
+            hparams_row.write(training.best.record, finished=training.final and training.finished(step))
             training.in_cycles(step)
             trainings.append(training)
             warm_start = tf.train.latest_checkpoint(phase.settings.model_dir)
@@ -326,11 +330,15 @@ class Training:
     best: BestCheckpoint
     log: EvaluationLog
     train_input_fn: object
+    hparams_row: hparams_summary.SessionRow  # the run's row, shared by its phases
+    final: bool = True  # the run's last phase (or its only training): its end ends the run
     keep_latest: Optional[str] = None  # the checkpoint evaluated last before an early stop
 
     @classmethod
-    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
-        """The state of this task's training, once the checks have passed."""
+    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict, hparams_row=None,
+              final: bool = True) -> "Training":
+        """The state of this task's training, once the checks have passed; ``hparams_row``: the run's HParams row
+        when it trains in phases (by default this training's own), ``final``: whether this training ends the run."""
         settings = run.settings
         run = run.with_params(steps_per_epoch=plan.steps_per_epoch, train_steps=plan.total_steps)
         in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
@@ -346,11 +354,15 @@ class Training:
         if isinstance(strategy, towers.Towers):
             train_input_fn = strategy.input_fn(train_input_fn)
         log = EvaluationLog(run.log_dir or settings.model_dir, run.phase)
-        return cls(run, plan, estimator, best, log, train_input_fn)
+        return cls(run, plan, estimator, best, log, train_input_fn,
+                   hparams_row or hparams_summary.SessionRow(settings.model_dir, settings.as_dict()), final)
 
     def run_task(self, task_type: str) -> int:
         """This task's part of a cluster run; prints the start and the outcome."""
-        self.announce(global_step_of(self.run.settings.model_dir))
+        step = global_step_of(self.run.settings.model_dir)
+        self.announce(step)
+        if task_type == "chief":
+            self.hparams_row.write(self.best.record, finished=self.finished(step))
         self.in_cluster(task_type)
         if task_type in ("chief", "evaluator"):
             print_outcome([self])
@@ -486,6 +498,7 @@ class Training:
         if report is not None:
             evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
         self.log.append({"epoch": round(epoch, 3), **results, "new_best": improved, "time": time.time()})
+        self.hparams_row.write(self.best.record, finished=self.final and self.finished(results["global_step"]))
         print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved, self.run.phase),
               flush=True)
 
@@ -529,9 +542,8 @@ def predict(run: Run) -> int:
     settings = run.settings
     if not settings.predict_input:
         raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
-    if settings.predictions_file and tf.io.gfile.isdir(settings.predictions_file):
-        raise ConfigError(f"predictions_file: {settings.predictions_file} is a folder; give a file path, e.g. "
-                          f"{os.path.join(settings.predictions_file, 'predictions.csv')}")
+    if settings.predictions_file:
+        check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
     input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
     checkpoint = run.checkpoint()
     rows = []
@@ -542,6 +554,12 @@ def predict(run: Run) -> int:
     if settings.predictions_file:
         atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def check_not_a_folder(option: str, path: str, example_name: str) -> None:
+    """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
+    if tf.io.gfile.isdir(path):
+        raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
 
 
 def csv_text(rows: list) -> str:
@@ -584,6 +602,18 @@ def export_hub(run: Run) -> int:
     return 0
 
 
+def export_tflite(run: Run) -> int:
+    """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
+    output = run.settings.output
+    if not output:
+        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
+    check_not_a_folder("output", output, "model.tflite")
+    checkpoint = run.checkpoint()
+    run.experiment.export_tflite(run.params, checkpoint, output)
+    print(f"TensorFlow Lite model of {checkpoint} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
+    return 0
+
+
 def dry_run(run: Run) -> int:
     """Build the graph and input once and run one training and one evaluation step, writing nothing."""
     scratch = tempfile.mkdtemp(prefix="dry_run-")
@@ -605,7 +635,7 @@ def benchmark_input(run: Run) -> int:
 
 
 MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
-         "dry_run": dry_run, "benchmark_input": benchmark_input}
+         "export_tflite": export_tflite, "dry_run": dry_run, "benchmark_input": benchmark_input}
 
 
 def main(settings, experiment: Experiment) -> int:

@@ -2,7 +2,8 @@
 
 from library.config import AT_LEAST_1, NON_NEGATIVE, Option, Range
 
-MODES = ("train", "evaluate", "predict", "export", "export_hub", "dry_run", "benchmark_input")
+MODES = ("train", "evaluate", "predict", "export", "export_hub", "export_tflite", "dry_run", "benchmark_input")
+TFLITE_QUANTIZATIONS = ("none", "dynamic")  # of library.tflite_export.convert
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker", "parameter_server")
 
 RUN_LOOP_OPTIONS = (
@@ -34,7 +35,10 @@ RUN_LOOP_OPTIONS = (
            "devices run the same code (a test aid)", valid=AT_LEAST_1),
     Option("report_file", str, None, "evaluate mode: also write the evaluation report (confusion matrix, per-class figures) as JSON here"),
     Option("export_dir", str, None, "export mode: directory for the SavedModel"),
-    Option("output", str, None, "export_hub mode: directory for the hub module"),
+    Option("output", str, None, "export_hub mode: directory for the hub module; export_tflite mode: the .tflite "
+           "file (labels.txt is written beside it)"),
+    Option("tflite_quantize", str, "none", "export_tflite mode: none (float32 weights) or dynamic (dynamic-range "
+           "quantization: int8 weights, about 4x smaller)", choices=TFLITE_QUANTIZATIONS),
     Option("predict_input", str, None, "predict mode: a folder, a file pattern, or comma-separated input files"),
     Option("predictions_file", str, None, "predict mode: also write the predictions as CSV here"),
     Option("benchmark_batches", int, 200, "benchmark_input mode: batches timed, after a warm-up", valid=AT_LEAST_1),

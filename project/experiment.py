@@ -15,7 +15,7 @@ from library.experiment import Experiment
 from library.tensorflow_env import import_tensorflow
 from library.tfrecord_writer import parse_shard_filename
 from project import (cached_features, feature_extractor, fine_tuning, input_benchmark, input_fn as inputs, model_fn as model,
-                     raw_images, record_schema)
+                     raw_images, record_schema, tflite_model)
 from project.options import HYPERPARAMETER_OPTIONS, PROJECT_OPTIONS
 
 tf = import_tensorflow()
@@ -52,6 +52,9 @@ class ImageClassifier(Experiment):
 
     def export_feature_extractor(self, params, checkpoint_path: str, output_dir: str) -> None:
         model.export_feature_extractor(params, checkpoint_path, output_dir)
+
+    def export_tflite(self, params, checkpoint_path: str, output_path: str) -> None:
+        tflite_model.export(params, checkpoint_path, output_path)
 
     def make_params(self, values: dict) -> dict:
         """Option values plus class_names, num_classes and the image size the feature extractor takes.

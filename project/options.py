@@ -21,6 +21,8 @@ PROJECT_OPTIONS = (
            valid=NON_NEGATIVE),
     Option("top_k", int, 0, "predict mode: also give the K most probable classes of each image (0: only the most probable)",
            valid=NON_NEGATIVE),
+    Option("tflite_input", str, "float32", "export_tflite mode: the model's input, one RGB image at the model's "
+           "image size: float32 in [0, 1] or uint8 in [0, 255]", choices=("float32", "uint8")),
 )
 
 # The declared defaults are those of the `default` set of hyperparameters.yaml, which --help shows.

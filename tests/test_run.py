@@ -4,6 +4,7 @@ import csv
 import errno
 import json
 import os
+import pathlib
 import re
 import shutil
 import signal
@@ -21,10 +22,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import convert_dataset
 import run
-from library import batch_norm_recalibration, config, evaluation_report, hub_module, keras_application, model_directory
+from library import (batch_norm_recalibration, config, evaluation_report, hparams_summary, hub_module, keras_application,
+                     model_directory)
 from library.best_checkpoint import BestCheckpoint
 from library.run_loop import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
+from project import preprocessing
 from project.options import OPTIONS
 from tests.conftest import ROOT, tf
 from tests.library.test_model_directory import hold_lock_in_another_process
@@ -34,6 +37,9 @@ IMAGES_PER_CLASS = 8
 BATCH = 8
 STEPS_PER_EPOCH = len(COLORS) * IMAGES_PER_CLASS // BATCH
 TWO_TOWERS = ("--distribution", "mirrored", "--num_gpus", "2")  # two virtual CPU devices on a machine without GPUs
+IMAGE_SIZE = 16  # of the tiny set
+EVAL_CROP_FRACTION = 0.875  # the default, which the tiny set keeps
+FLOWERS = pathlib.Path(ROOT).parent / "shared" / "data" / "flowers_small"  # real photos, where this machine has them
 
 
 def write_images(folder, seed):
@@ -57,10 +63,10 @@ def project(tmp_path_factory):
         if split == "test":
             argv += ["--labels_file", str(root / "data" / "train" / "labels.txt")]
         assert convert_dataset.main(argv) == 0
-    (root / "hyperparameters.yaml").write_text(textwrap.dedent("""\
+    (root / "hyperparameters.yaml").write_text(textwrap.dedent(f"""\
         tiny:
           hub_module: small_cnn
-          image_size: 16
+          image_size: {IMAGE_SIZE}
           fine_tuning: true
           learning_rate: 1e-2
           dropout_rate: 0.
@@ -202,6 +208,41 @@ def test_export_best_writes_a_saved_model_of_each_new_best_from_inside_the_train
     exports = sorted((tmp_path / "best" / "export").iterdir())
     assert new_bests >= 1 and len(exports) == new_bests
     assert all((export / "saved_model.pb").is_file() and (export / "variables").is_dir() for export in exports)
+
+
+def test_each_training_run_is_one_row_of_the_hparams_dashboard_kept_up_to_date_when_stopped_and_resumed(
+        project, trained, tmp_path, monkeypatch):
+    write = hparams_summary.SessionRow.write
+
+    def stop_after_the_first_evaluation(row, best, finished):
+        path = write(row, best, finished)
+        if best is not None and not finished:
+            raise KeyboardInterrupt
+        return path
+
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        patch.setattr(hparams_summary.SessionRow, "write", stop_after_the_first_evaluation)
+        assert run_main(project, stopped, "--learning_rate", "3e-3") == 130
+    assert_dashboard_rows(tmp_path, {"model/hparams": ("success", trained, 1e-2), "stopped/model/hparams": ("unknown", stopped, 3e-3)})
+    assert BestCheckpoint(str(stopped / "best")).record["epoch"] == 2
+    assert run_main(project, stopped, "--learning_rate", "3e-3") == 0  # resumed to the end
+    assert_dashboard_rows(tmp_path, {"model/hparams": ("success", trained, 1e-2), "stopped/model/hparams": ("success", stopped, 3e-3)})
+    assert BestCheckpoint(str(stopped / "best")).record["epoch"] == 4
+
+
+def assert_dashboard_rows(logdir, expected):
+    """The HParams dashboard of ``logdir`` has exactly the rows ``expected`` ({run: (status, out, learning_rate)}), each
+    with the configuration of its run and the best snapshot's evaluation."""
+    rows = {row.run: row for row in hparams_summary.dashboard_rows(str(logdir))}
+    assert sorted(rows) == sorted(expected)
+    for run, (status, out, learning_rate) in expected.items():
+        row, record = rows[run], BestCheckpoint(str(out / "best")).record
+        assert row.status == f"STATUS_{status.upper()}"
+        assert (row.hparams["config_set"], row.hparams["learning_rate"], row.hparams["train_epochs"]) == ("tiny", learning_rate, 4)
+        assert row.metrics == pytest.approx({"best/loss": record["loss"], "best/accuracy": record["metrics"]["accuracy"],
+                                             "best/mean_per_class_accuracy": record["metrics"]["mean_per_class_accuracy"],
+                                             "best/epoch": record["epoch"]})
 
 
 def test_same_seed_same_training(project, tmp_path):
@@ -368,6 +409,59 @@ def serve(saved_model_dir, jpegs):
         )
 
 
+def test_export_tflite_classifies_real_photos_like_the_saved_model(project, trained, tmp_path, capsys):
+    models = {name: tmp_path / "tflite" / f"{name}.tflite" for name in ("float32", "uint8", "dynamic")}
+    for name, flags in {"float32": (), "uint8": ("--tflite_input", "uint8"),
+                        "dynamic": ("--tflite_quantize", "dynamic")}.items():
+        assert run_main(project, tmp_path, "--mode", "export_tflite", "--model", "best", "--output", str(models[name]),
+                        *flags) == 0
+        assert f"written to {models[name]} ({models[name].stat().st_size:,} bytes)" in capsys.readouterr().out
+    assert (tmp_path / "tflite" / "labels.txt").read_text() == "blue\ngreen\nred\n"
+    assert models["dynamic"].stat().st_size < models["float32"].stat().st_size / 2  # int8 weights
+    assert run_main(project, tmp_path, "--mode", "export", "--model", "best", "--export_dir", str(tmp_path / "export")) == 0
+    (saved_model,) = os.listdir(tmp_path / "export")
+    jpegs = photos_to_classify(project)
+    served = serve(str(tmp_path / "export" / saved_model), jpegs)["probabilities"]
+    pixels = serving_images(jpegs)
+    np.testing.assert_allclose(interpret(models["float32"], np.float32, pixels / 255), served, rtol=0, atol=1e-4)
+    rounded = np.round(pixels)
+    np.testing.assert_allclose(interpret(models["uint8"], np.uint8, rounded),
+                               interpret(models["float32"], np.float32, rounded / 255), rtol=0, atol=1e-4)
+    quantized = interpret(models["dynamic"], np.float32, pixels / 255)
+    assert np.mean(quantized.argmax(1) == served.argmax(1)) >= 0.98
+    assert not np.allclose(quantized, served, rtol=0, atol=1e-4)  # the weights did change
+
+
+def photos_to_classify(project):
+    """JPEG bytes of the generated test images, and of flowers_small's 200 test photos where that folder exists."""
+    folders = [project.parent / "images" / "test"] + [FLOWERS / "test"] * (FLOWERS / "test").is_dir()
+    return [path.read_bytes() for folder in folders for path in sorted(folder.rglob("*.jpg"))]
+
+
+def serving_images(jpegs):
+    """What the serving SavedModel classifies of each JPEG: float32 [n, S, S, 3] in [0, 255], its central crop resized."""
+    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+        encoded = tf.compat.v1.placeholder(tf.string, [])
+        image = preprocessing.preprocess_for_eval(encoded, IMAGE_SIZE, EVAL_CROP_FRACTION)
+        return np.stack([session.run(image, {encoded: jpeg}) for jpeg in jpegs])
+
+
+def interpret(model_path, dtype, images):
+    """The probabilities [n, classes] a TensorFlow Lite model gives, run on one image at a time as an app runs it;
+    its input must be one ``dtype`` image [1, S, S, 3] and its output [1, 3]."""
+    interpreter = tf.lite.Interpreter(model_path=str(model_path))
+    interpreter.allocate_tensors()
+    (image_input,), (output,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert (image_input["dtype"], list(image_input["shape"])) == (dtype, [1, IMAGE_SIZE, IMAGE_SIZE, 3])
+    assert list(output["shape"]) == [1, len(COLORS)]
+    probabilities = []
+    for image in images:
+        interpreter.set_tensor(image_input["index"], image[None].astype(dtype))
+        interpreter.invoke()
+        probabilities.append(interpreter.get_tensor(output["index"])[0])
+    return np.array(probabilities)
+
+
 def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(project, tmp_path, capsys):
     weights, module_dir = str(tmp_path / "mobilenet_v2.h5"), str(tmp_path / "module")
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
@@ -415,6 +509,11 @@ def test_dry_run_writes_nothing(project, tmp_path, capsys):
     (["--mode", "evaluate", "--model", "/nowhere/model.ckpt-1"], "model: no checkpoint at /nowhere/model.ckpt-1"),
     (["--mode", "predict"], "predict mode needs --predict_input"),
     (["--mode", "export"], "export mode needs --export_dir"),
+    (["--mode", "export_tflite"], "export_tflite mode needs --output FILE, e.g. --output model.tflite"),
+    (["--mode", "export_tflite", "--output", "."], "output: . is a folder; give a file path, e.g. ./model.tflite"),
+    (["--mode", "export_tflite", "--output", "model.tflite"], "model: latest: no checkpoint in"),
+    (["--mode", "export_tflite", "--tflite_quantize", "int8"], "tflite_quantize: 'int8' is not a valid {none,dynamic}"),
+    (["--mode", "export_tflite", "--tflite_input", "int8"], "tflite_input: 'int8' is not a valid {float32,uint8}"),
     (["--labels_file", "/nowhere/labels.txt"], "labels_file: /nowhere/labels.txt not found"),
     (["--train_data", "/nowhere/*.tfrecord"], "train_data: no file matches /nowhere/*.tfrecord"),
     (["--hub_module", "/nowhere/module"], "hub_module '/nowhere/module' is neither a project network"),

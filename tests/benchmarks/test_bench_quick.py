@@ -16,7 +16,7 @@ from tests.conftest import ROOT
 pytestmark = pytest.mark.slow  # the whole quick benchmark suite; make test still runs it
 
 ROW_IDS = ["conversion", "input_pipeline", "training", "framework_overhead", "evaluation", "recalibration", "cycles",
-           "feature_cache", "fine_tuning"]
+           "feature_cache", "pretrained_caching", "fine_tuning"]
 COMMITTED = [os.path.join(ROOT, "benchmarks", name) for name in ("results.json", "RESULTS.md")]
 
 
