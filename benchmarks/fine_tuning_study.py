@@ -37,11 +37,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(ROOT, "out", "flowers", "dataset")
 STUDY = os.path.join(ROOT, "out", "fine_tuning_study")
 FINE_TUNING_EPOCHS = 3
-HEAD = ("--head_epochs", "15")
+HEAD = ()  # the head phase's epochs come from the study's --head_epochs
 # name: (run.py options, what it is). Each fine-tunes FINE_TUNING_EPOCHS epochs unless its options say otherwise.
 SETTINGS = {
     "head": (("--hyperparameter_set", "default", "--train_epochs", "30"), "the frozen head alone, 30 epochs (cached)"),
-    "frozen": (HEAD, "head 15 epochs, then all at lr 1e-5 (the mobilenet set), batch norm frozen"),
+    "frozen": (HEAD, "head first, then all at lr 1e-5 (the mobilenet set), batch norm frozen"),
     "train": (HEAD + ("--fine_tuning_batch_norm", "train"), "the same, batch norm on batch statistics, recalibrated"),
     "frozen_1e-4": (HEAD + ("--learning_rate", "1e-4"), "head first, all at 1e-4, batch norm frozen"),
     "frozen_1e-4_head_1e-3": (HEAD + ("--learning_rate", "1e-3", "--module_learning_rate_multiplier", "0.1"),
@@ -62,8 +62,8 @@ SETTINGS = {
 }
 
 
-def run_argv(setting: str, seed: int, directory: str) -> list:
-    """run.py's arguments of ``setting`` with ``seed``, its directories under ``directory``."""
+def run_argv(setting: str, seed: int, head_epochs: int, directory: str) -> list:
+    """run.py's arguments of ``setting`` with ``seed`` and ``head_epochs``, its directories under ``directory``."""
     options, _ = SETTINGS[setting]
     return ["--project_file", os.path.join(ROOT, "project.yaml"), "--config_set", "default",
             "--hyperparameter_set", "mobilenet", "--train_data", os.path.join(DATA, "train", "train-*.tfrecord"),
@@ -71,7 +71,7 @@ def run_argv(setting: str, seed: int, directory: str) -> list:
             "--labels_file", os.path.join(DATA, "train", "labels.txt"), "--random_seed", str(seed),
             "--train_epochs", str(FINE_TUNING_EPOCHS), "--epochs_between_evals", "1", "--keep_checkpoint_max", "1",
             "--model_dir", os.path.join(directory, "model"), "--best_model_dir", os.path.join(directory, "best"),
-            *options]
+            "--head_epochs", str(head_epochs), *options]
 
 
 @contextlib.contextmanager
@@ -113,10 +113,10 @@ def training_seconds(events: list, start: float, end: float) -> float:
     return seconds
 
 
-def measure(setting: str, seed: int) -> dict:
+def measure(setting: str, seed: int, head_epochs: int) -> dict:
     """One run of ``setting`` with ``seed`` in this process: what it reached at every evaluation and what it cost."""
-    directory = os.path.join(STUDY, "runs", f"{setting}-{seed}")
-    argv = run_argv(setting, seed, directory)
+    directory = os.path.join(STUDY, "runs", f"{setting}-{seed}-head{head_epochs}")
+    argv = run_argv(setting, seed, head_epochs, directory)
     with timed_steps() as events, timed_phases() as (phases, recalibrations):
         started = time.perf_counter()
         code = run.main(argv)
@@ -129,7 +129,8 @@ def measure(setting: str, seed: int) -> dict:
     last_phase = phases[-1]
     epochs = FINE_TUNING_EPOCHS if last_phase[0] else None
     return {
-        "setting": setting, "seed": seed, "options": SETTINGS[setting][0], "load_before": os.getloadavg(),
+        "setting": setting, "seed": seed, "head_epochs": head_epochs, "options": argv[argv.index("--head_epochs"):],
+        "load_before": os.getloadavg(),
         "evaluations": [{"phase": entry.get("phase"), "epoch": entry["epoch"], "accuracy": entry["accuracy"],
                          "loss": entry["loss"], "new_best": entry.get("new_best")} for entry in logged],
         "phase_seconds": {phase or "training": end - start for phase, start, end in phases},
@@ -151,32 +152,33 @@ def done_runs(path: str) -> list:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def run_all(settings: list, seeds: list, results: str) -> None:
+def run_all(settings: list, seeds: list, head_epochs: int, results: str) -> None:
     """Each (setting, seed) not recorded yet, one after the other, each in a process of its own (nice 5)."""
     for seed in seeds:
         for setting in settings:
-            if any(entry["setting"] == setting and entry["seed"] == seed for entry in done_runs(results)):
+            if any((entry["setting"], entry["seed"], entry.get("head_epochs", 15)) == (setting, seed, head_epochs)
+                   for entry in done_runs(results)):
                 continue
-            print(f"{time.strftime('%H:%M:%S')} {setting} seed {seed}", flush=True)
-            log = os.path.join(STUDY, "logs", f"{setting}-{seed}.log")
+            print(f"{time.strftime('%H:%M:%S')} {setting} seed {seed} head_epochs {head_epochs}", flush=True)
+            log = os.path.join(STUDY, "logs", f"{setting}-{seed}-head{head_epochs}.log")
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "w") as handle:
                 subprocess.run(["nice", "-n", "5", sys.executable, "-m", "benchmarks.fine_tuning_study", "one",
-                                setting, str(seed), "--results", results], cwd=ROOT, stdout=handle,
-                               stderr=subprocess.STDOUT, check=False)
+                                setting, str(seed), "--head_epochs", str(head_epochs), "--results", results],
+                               cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, check=False)
 
 
 def table(results: str) -> str:
     """Markdown: every run's test accuracy after each epoch (the head phase's as epoch 0), time and evaluation cost."""
-    lines = ["| setting | seed | head | fine-tuning epochs | best snapshot | s / fine-tuning epoch | "
+    lines = ["| setting | head epochs | seed | head | fine-tuning epochs | best snapshot | s / fine-tuning epoch | "
              "evaluations (s) | recalibration (s) | wall s | / without evaluation |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for entry in done_runs(results):
         head = [e for e in entry["evaluations"] if e["phase"] in ("head", None)]
         tuned = [e for e in entry["evaluations"] if e["phase"] == "fine_tuning"]
         epoch = entry["fine_tuning_epoch_seconds"]
         lines.append(" | ".join([
-            f"| {entry['setting']}", str(entry["seed"]),
+            f"| {entry['setting']}", str(entry.get("head_epochs", 15)) if tuned else "-", str(entry["seed"]),
             " ".join(f"{e['accuracy']:.1%}" for e in head[-1:] if tuned) or
             " ".join(f"{e['accuracy']:.1%}" for e in head[4::5]),
             " ".join(f"{e['accuracy']:.1%}" for e in tuned) or "-",
@@ -196,14 +198,15 @@ def main(argv=None) -> int:
     parser.add_argument("seed", nargs="?", type=int, help="one: the seed")
     parser.add_argument("--settings", default=",".join(SETTINGS), help="run: comma-separated settings")
     parser.add_argument("--seeds", default="0", help="run: comma-separated seeds")
+    parser.add_argument("--head_epochs", type=int, default=30, help="run, one: epochs of the head phase")
     parser.add_argument("--results", default=os.path.join(STUDY, "runs.jsonl"))
     args = parser.parse_args(argv)
     if args.command == "table":
         print(table(args.results))
     elif args.command == "run":
-        run_all(args.settings.split(","), [int(seed) for seed in args.seeds.split(",")], args.results)
+        run_all(args.settings.split(","), [int(seed) for seed in args.seeds.split(",")], args.head_epochs, args.results)
     else:
-        entry = measure(args.setting, args.seed)
+        entry = measure(args.setting, args.seed, args.head_epochs)
         os.makedirs(os.path.dirname(args.results), exist_ok=True)
         with open(args.results, "a") as handle:
             handle.write(json.dumps(entry) + "\n")

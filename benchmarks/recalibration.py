@@ -1,7 +1,8 @@
 """Row 6: what batch-norm recalibration adds to an evaluation in the run loop.
 
-The `default` set with its feature extractor fine-tuned (``--fine_tuning``: batch norm runs
-on batch statistics in training, so there is something to recalibrate) evaluates a
+The `default` set with its feature extractor fine-tuned on batch statistics (``--fine_tuning
+--fine_tuning_batch_norm train``: moving averages updated in training, so there is something to
+recalibrate; the default for a pretrained module keeps them frozen) evaluates a
 checkpoint of its own (one training step) on the benchmark records, as the run loop does at
 the end of a training cycle (``library/cycle_evaluation.py``: graphs and sessions built once,
 timed here after a first, untimed evaluation), twice:
@@ -35,7 +36,8 @@ ModeKeys = tf.estimator.ModeKeys
 
 def run(records_dir: str, work_dir: str, budget, rounds: int, max_extra: int, quiet_wait: float, log=print) -> dict:
     """Row 6: evaluation time with batch-norm recalibration / evaluation alone (a ratio of seconds)."""
-    settings, params = project_config.settings_and_params(records_dir, "--fine_tuning")
+    settings, params = project_config.settings_and_params(records_dir, "--fine_tuning", "--fine_tuning_batch_norm",
+                                                          "train")
     run = run_loop.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
     params = run.params
     batches = settings.batch_norm_recalibration_batches
