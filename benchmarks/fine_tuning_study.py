@@ -14,6 +14,9 @@ of every evaluation (by phase), seconds a fine-tuning epoch (the training steps 
 evaluation's seconds (the evaluation graph's first build, a caching pass and recalibration
 included), every recalibration's seconds, the wall time of the whole command, and the same
 wall time less the evaluations: the run without evaluation, which the 1.15x target compares with.
+``--without_evaluation`` runs a setting with every evaluation left out (no evaluation graph, no
+caching of the evaluation images, no best snapshot): that run's wall time, measured back to back
+with the setting's, is the other way to the same ratio.
 """
 
 import argparse
@@ -70,6 +73,7 @@ def run_argv(setting: str, seed: int, head_epochs: int, directory: str) -> list:
             "--eval_data", os.path.join(DATA, "test", "test-*.tfrecord"),
             "--labels_file", os.path.join(DATA, "train", "labels.txt"), "--random_seed", str(seed),
             "--train_epochs", str(FINE_TUNING_EPOCHS), "--epochs_between_evals", "1", "--keep_checkpoint_max", "1",
+            "--early_stopping_evaluations", "0",  # every evaluation of every run, for the table
             "--model_dir", os.path.join(directory, "model"), "--best_model_dir", os.path.join(directory, "best"),
             "--head_epochs", str(head_epochs), *options]
 
@@ -113,6 +117,24 @@ def training_seconds(events: list, start: float, end: float) -> float:
     return seconds
 
 
+def without_evaluation() -> contextlib.AbstractContextManager:
+    """Within the block, a training run's evaluations do nothing (and so build nothing)."""
+    return mock.patch.object(run_loop.Training, "evaluate_and_snapshot", lambda self, evaluation, checkpoint, _: checkpoint)
+
+
+def measure_without_evaluation(setting: str, seed: int, head_epochs: int) -> dict:
+    """The wall time of ``setting`` with ``seed`` run without any evaluation, in this process."""
+    directory = os.path.join(STUDY, "runs", f"{setting}-{seed}-head{head_epochs}-without-evaluation")
+    with without_evaluation():
+        started = time.perf_counter()
+        code = run.main(run_argv(setting, seed, head_epochs, directory))
+        wall = time.perf_counter() - started
+    if code:
+        raise SystemExit(f"run.py exited with {code}")
+    return {"setting": setting, "seed": seed, "head_epochs": head_epochs, "without_evaluation": True,
+            "wall_seconds": wall, "load_before": os.getloadavg()}
+
+
 def measure(setting: str, seed: int, head_epochs: int) -> dict:
     """One run of ``setting`` with ``seed`` in this process: what it reached at every evaluation and what it cost."""
     directory = os.path.join(STUDY, "runs", f"{setting}-{seed}-head{head_epochs}")
@@ -152,19 +174,22 @@ def done_runs(path: str) -> list:
         return [json.loads(line) for line in handle if line.strip()]
 
 
-def run_all(settings: list, seeds: list, head_epochs: int, results: str) -> None:
+def run_all(settings: list, seeds: list, head_epochs: int, results: str, evaluated: bool = True) -> None:
     """Each (setting, seed) not recorded yet, one after the other, each in a process of its own (nice 5)."""
     for seed in seeds:
         for setting in settings:
-            if any((entry["setting"], entry["seed"], entry.get("head_epochs", 15)) == (setting, seed, head_epochs)
-                   for entry in done_runs(results)):
+            key = (setting, seed, head_epochs, not evaluated)
+            if any((entry["setting"], entry["seed"], entry.get("head_epochs", 15), entry.get("without_evaluation", False))
+                   == key for entry in done_runs(results)):
                 continue
-            print(f"{time.strftime('%H:%M:%S')} {setting} seed {seed} head_epochs {head_epochs}", flush=True)
-            log = os.path.join(STUDY, "logs", f"{setting}-{seed}-head{head_epochs}.log")
+            name = f"{setting}-{seed}-head{head_epochs}" + ("" if evaluated else "-without-evaluation")
+            print(f"{time.strftime('%H:%M:%S')} {name}", flush=True)
+            log = os.path.join(STUDY, "logs", f"{name}.log")
             os.makedirs(os.path.dirname(log), exist_ok=True)
             with open(log, "w") as handle:
                 subprocess.run(["nice", "-n", "5", sys.executable, "-m", "benchmarks.fine_tuning_study", "one",
-                                setting, str(seed), "--head_epochs", str(head_epochs), "--results", results],
+                                setting, str(seed), "--head_epochs", str(head_epochs), "--results", results,
+                                *([] if evaluated else ["--without_evaluation"])],
                                cwd=ROOT, stdout=handle, stderr=subprocess.STDOUT, check=False)
 
 
@@ -174,6 +199,10 @@ def table(results: str) -> str:
              "evaluations (s) | recalibration (s) | wall s | / without evaluation |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for entry in done_runs(results):
+        if entry.get("without_evaluation"):
+            lines.append(f"| {entry['setting']} without evaluation | {entry['head_epochs']} | {entry['seed']} | - | - | - "
+                         f"| - | - | - | {entry['wall_seconds']:.0f} | - |")
+            continue
         head = [e for e in entry["evaluations"] if e["phase"] in ("head", None)]
         tuned = [e for e in entry["evaluations"] if e["phase"] == "fine_tuning"]
         epoch = entry["fine_tuning_epoch_seconds"]
@@ -199,14 +228,17 @@ def main(argv=None) -> int:
     parser.add_argument("--settings", default=",".join(SETTINGS), help="run: comma-separated settings")
     parser.add_argument("--seeds", default="0", help="run: comma-separated seeds")
     parser.add_argument("--head_epochs", type=int, default=30, help="run, one: epochs of the head phase")
+    parser.add_argument("--without_evaluation", action="store_true", help="run, one: leave every evaluation out")
     parser.add_argument("--results", default=os.path.join(STUDY, "runs.jsonl"))
     args = parser.parse_args(argv)
     if args.command == "table":
         print(table(args.results))
     elif args.command == "run":
-        run_all(args.settings.split(","), [int(seed) for seed in args.seeds.split(",")], args.head_epochs, args.results)
+        run_all(args.settings.split(","), [int(seed) for seed in args.seeds.split(",")], args.head_epochs, args.results,
+                evaluated=not args.without_evaluation)
     else:
-        entry = measure(args.setting, args.seed, args.head_epochs)
+        entry = (measure_without_evaluation if args.without_evaluation else measure)(args.setting, args.seed,
+                                                                                     args.head_epochs)
         os.makedirs(os.path.dirname(args.results), exist_ok=True)
         with open(args.results, "a") as handle:
             handle.write(json.dumps(entry) + "\n")

@@ -192,7 +192,8 @@ def run(records_dir: str, work_dir: str, warmup: int, steps: int, fine_tuning_st
     placement, memory), even on a quiet machine, so the cheap head-only loops run
     ``head_only_rounds`` rounds, the end-to-end ones ``rounds``.
     """
-    settings, params = project_config.settings_and_params(records_dir)
+    # Images through the frozen module every step (the `default` set caches its features: the cached-features loops)
+    settings, params = project_config.settings_and_params(records_dir, "--no-cache_features")
     params = training_params(settings, params)
     tuned_settings, tuned_params = project_config.settings_and_params(records_dir, "--fine_tuning")
     tuned_params = training_params(tuned_settings, tuned_params)
