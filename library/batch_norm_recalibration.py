@@ -43,8 +43,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from library import atomic_file
-from library.best_checkpoint import STATE_FILE
+from library import checkpoints
 from library.config import ConfigError
 from library.tensorflow_env import import_tensorflow
 
@@ -322,17 +321,11 @@ def _mean_of(variance_name: str) -> str:
 
 
 def make_latest_checkpoint(path: str) -> None:
-    """Point the ``checkpoint`` state file of ``path``'s directory at it (one atomic write), keeping the others listed.
-
-    Names are written relative to the directory, as Estimator writes them (with ``os.curdir`` as the
-    directory, TensorFlow keeps them as they are), so a relative or moved model_dir still works.
-    """
+    """Point the ``checkpoint`` state file of ``path``'s directory at it (one atomic write), the others still listed."""
     directory = os.path.dirname(path)
     state = v1.train.get_checkpoint_state(directory)
-    others = [os.path.basename(p) for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]
-    name = os.path.basename(path)
-    proto = v1.train.generate_checkpoint_state_proto(os.curdir, name, all_model_checkpoint_paths=others + [name])
-    atomic_file.write_text(os.path.join(directory, STATE_FILE), str(proto))
+    others = [p for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]
+    checkpoints.write_state(directory, path, others)
 
 
 def remove_other_recalibrations(keep: str) -> None:

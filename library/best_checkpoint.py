@@ -12,6 +12,7 @@ Layout of ``best_model_dir``::
     model.ckpt-1200.index                 copy of the evaluated checkpoint's index
     model.ckpt-1200.data-00000-of-00001   ... and of each of its data shards
     model.ckpt-1200.json                  record: step, epoch, loss, metrics, time, source
+    trained_for.json                      what the model is for (library/model_directory.py; the run loop's)
 
 The best loss is read back from the record on disk, never kept only in memory, so a
 resumed run does not overwrite a better snapshot with a worse one. A NaN or infinite loss
@@ -26,7 +27,7 @@ of every other snapshot (the replaced best, or an unfinished copy of a crashed u
 leftover temporaries are deleted after the commit and again before the next copy.
 ``best_model_dir`` therefore belongs to this class: files named like snapshot files
 (``*.index``, ``*.data-*-of-*``, ``*.json``) that are not the current snapshot's are
-deleted; sub-directories (e.g. ``export/``) are never touched. One process at a time may
+deleted (but for ``trained_for.json``); sub-directories (e.g. ``export/``) are never touched. One process at a time may
 update a ``best_model_dir``.
 
 Exporting the best model (e.g. a SavedModel under ``best_model_dir/export/<timestamp>/``)
@@ -45,6 +46,7 @@ import uuid
 from typing import Callable, Optional
 
 from library import atomic_file
+from library.model_directory import RECORD_FILE
 from library.tensorflow_env import import_tensorflow
 
 STATE_FILE = "checkpoint"
@@ -145,7 +147,7 @@ class BestCheckpoint:
         gfile = import_tensorflow().io.gfile
         for name in gfile.listdir(self.best_model_dir):
             snapshot_file = _SNAPSHOT_FILE.fullmatch(name)
-            stale = snapshot_file is not None and snapshot_file["prefix"] != keep
+            stale = snapshot_file is not None and snapshot_file["prefix"] != keep and name != RECORD_FILE
             if stale or _TEMPORARY_FILE.fullmatch(name):
                 gfile.remove(self._path(name))
 

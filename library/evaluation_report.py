@@ -12,12 +12,20 @@ From these, :func:`build` makes a JSON-ready report (counts and rates), :func:`w
 puts it into TensorBoard (a confusion-matrix image, per-class precision/recall/F1 scalars, a
 grid of the mistakes), :func:`table` prints it. Rates whose denominator is zero (a class
 never predicted, or absent from the evaluation data) are None: no number would be honest.
+
+Class and file names are user data, drawn as they are: never as matplotlib's mathtext (a
+name like ``$5 #1 $6`` would stop the run, ``price $5-$10`` would lose its dollar signs), in
+matplotlib's default font with any installed font that has the characters it lacks (CJK, emoji)
+as a fallback; characters no installed font has are drawn as boxes, with one warning a process.
 """
 
+import functools
 import io
 import json
 import math
 import os
+import sys
+import warnings
 
 import numpy as np
 
@@ -33,6 +41,8 @@ MISTAKE_COLUMNS = 4
 MISTAKE_PIXELS = 128  # Smaller mistake images are enlarged towards this size by a whole factor.
 CAPTION_WIDTH, CAPTION_HEIGHT = 190, 44  # pixels of a caption (three lines)
 DPI = 100
+LAST_RESORT_FONT = "Last Resort"  # matplotlib's own final fallback: a box for every character
+_undrawable_warned = set()  # characters already named in a warning of this process
 
 
 def split(results: dict) -> tuple:
@@ -183,8 +193,9 @@ def confusion_matrix_png(report: dict) -> bytes:
     picture = axes.imshow(rates, cmap="Blues", vmin=0, vmax=1, aspect="auto")
     colorbar = figure.add_axes(((labels + side + 0.2) / width, labels / height, 0.15 / width, side / height))
     figure.colorbar(picture, cax=colorbar, label="share of the true class")
-    axes.set_xticks(range(len(shown)), names, rotation=90, fontsize=font)
-    axes.set_yticks(range(len(shown)), names, fontsize=font)
+    style = literal_text_style(names)
+    axes.set_xticks(range(len(shown)), names, rotation=90, fontsize=font, **style)
+    axes.set_yticks(range(len(shown)), names, fontsize=font, **style)
     axes.set_xlabel("predicted class")
     axes.set_ylabel("true class")
     for (row, column), count in np.ndenumerate(counts):
@@ -221,15 +232,58 @@ def mistakes_png(report: dict, images: np.ndarray) -> bytes:
         if "file" in mistake:
             caption = _short(os.path.basename(mistake["file"])) + "\n" + caption
         figure.text((column + 0.5) * cell_width / canvas.shape[1], 1 - (row * cell_height + 3) / canvas.shape[0],
-                    caption, ha="center", va="top", fontsize=6.5)
+                    caption, ha="center", va="top", fontsize=6.5, **literal_text_style([caption]))
     figure.figimage(canvas, origin="upper")
     return _png(figure, f"step {report['global_step']}: the {len(listed)} most confidently wrong images")
+
+
+def literal_text_style(texts: list) -> dict:
+    """Text properties that draw ``texts`` (user data) as they are: no mathtext, fonts that have their characters."""
+    return {"parse_math": False, "fontfamily": font_families("".join(texts))}
+
+
+def font_families(text: str) -> list:
+    """matplotlib's default font, then installed fonts that have the characters of ``text`` it lacks (matplotlib
+    draws each character in the first that has it); one warning for new characters no installed font has."""
+    from matplotlib import font_manager
+
+    default = font_manager.FontProperties()
+    missing = {character for character in text if character.isprintable()} - _characters(font_manager.findfont(default))
+    families = [default.get_name()]
+    for entry in font_manager.fontManager.ttflist if missing else ():
+        found = missing & _characters(entry.fname)
+        if found and not entry.name.startswith(LAST_RESORT_FONT):
+            missing -= found
+            if entry.name not in families:
+                families.append(entry.name)
+    _warn_undrawable(missing - _undrawable_warned)
+    return families
+
+
+@functools.cache
+def _characters(font_file: str) -> frozenset:
+    """The characters the font file has a glyph for."""
+    from matplotlib.ft2font import FT2Font
+
+    return frozenset(chr(code) for code in FT2Font(font_file).get_charmap())
+
+
+def _warn_undrawable(characters: set) -> None:
+    """One line on stderr naming characters of class or file names that no installed font can draw."""
+    if characters:
+        _undrawable_warned.update(characters)
+        print(f"warning: evaluation report: no installed font has {' '.join(sorted(characters))} (of class or file "
+              "names); TensorBoard's images draw them as boxes, the JSON report and the printed table keep them; "
+              "install a font that has them (e.g. Noto Sans CJK) to draw them", file=sys.stderr, flush=True)
 
 
 def _figure(width: float, height: float):
     """A matplotlib figure drawn by the Agg backend, without pyplot's global state (nor a display)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+
+    # A glyph no font has is drawn as a box; font_families has said so once, not once per glyph and image.
+    warnings.filterwarnings("ignore", r"Glyph \d+ .* missing from font", UserWarning)
 
     figure = Figure(figsize=(width, height), dpi=DPI)
     FigureCanvasAgg(figure)

@@ -72,6 +72,12 @@ class Experiment(abc.ABC):
         """What a checkpoint is only good for (e.g. class names, input size): recorded in model_dir, checked by every mode."""
         return {}
 
+    def checkpoint_shapes(self, params) -> dict:
+        """{variable name: (shape, what its axes are)} a checkpoint must match to be restored into this model, e.g. the
+        head's kernel (features x classes): checked before anything is restored, so a checkpoint of other classes is
+        refused in one line naming both shapes."""
+        return {}
+
     def updates_batch_norm(self, params) -> bool:
         """Whether training updates batch-norm moving averages, which each evaluation then recalibrates; False spares
         building a recalibration graph that would find nothing to recalibrate. True when unknown."""

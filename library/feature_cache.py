@@ -48,6 +48,7 @@ def ensure(path: str, compute) -> bool:
     if tf.io.gfile.exists(path):
         return False
     tf.io.gfile.makedirs(os.path.dirname(path))
+    atomic_file.remove_stale_temporaries(os.path.dirname(path))  # of computations a kill interrupted
     temporary = atomic_file.temporary_name(path)
     try:
         compute(temporary)

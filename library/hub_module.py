@@ -32,6 +32,7 @@ declare as ``OPTIONS``, is a parameter, so this module knows no project)::
     python -m library.hub_module --networks_package project.networks --network small_cnn --output out/hub/small_cnn
     python -m project.networks --network efficientnet_lite0 --output out/hub/efficientnet_lite0  # ImageNet weights
     python -m library.hub_module --keras_application MobileNetV2 --weights mobilenet_v2.h5 --output out/hub/mnv2
+    python -m library.hub_module --keras_application MobileNetV2 --alpha 0.35 --weights mnv2_035.h5 --output out/hub/mnv2_035
 """
 
 import argparse
@@ -225,6 +226,9 @@ def _parser(prog, networks_package, network_options):
     source.add_argument("--keras_application",
                         help="a tf.keras.applications model, e.g. MobileNetV2, ResNet50, EfficientNetB0")
     parser.add_argument("--weights", help="--keras_application: its .h5 weights file, or imagenet (downloads)")
+    parser.add_argument("--alpha", type=positive(float),
+                        help="--keras_application: the width multiplier of one that has it (MobileNet, MobileNetV2, "
+                             "MobileNetV3*), as its weights were saved with (default: the application's, 1.0)")
     parser.add_argument("--output", required=True,
                         help="module directory to write (an earlier module there is replaced)")
     parser.add_argument("--image_size", type=positive(int), default=224, help="input height and width (default: 224)")
@@ -262,6 +266,8 @@ def main(argv=None, networks_package=None, prog="python -m library.hub_module") 
     args = parser.parse_args(argv)
     if bool(args.keras_application) != bool(args.weights):
         parser.error("--weights goes with --keras_application (and it needs them)")
+    if args.alpha is not None and not args.keras_application:
+        parser.error("--alpha goes with --keras_application (a network's width is one of its own flags)")
     if args.network and args.network not in networks:
         parser.error(f"unknown network '{args.network}'; known: {', '.join(sorted(networks)) or 'none without --networks_package'}")
     for option in network_options:
@@ -272,7 +278,8 @@ def main(argv=None, networks_package=None, prog="python -m library.hub_module") 
         if args.keras_application:
             from library import keras_application
 
-            keras_application.export(args.keras_application, args.weights, args.image_size, args.output)
+            keras_application.export(args.keras_application, args.weights, args.image_size, args.output,
+                                     alpha=args.alpha)
         else:
             params = {"image_size": args.image_size, **{option.name: getattr(args, option.name) for option in network_options}}
             weights = pretrained.get(args.network)

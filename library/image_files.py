@@ -30,6 +30,7 @@ _SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.
 # Unicode categories that cannot be part of a class name: control characters (a newline would split
 # labels.txt) and the line and paragraph separators.
 _CONTROL_CATEGORIES = ("Cc", "Zl", "Zp")
+NOT_UTF8 = "the name is not valid UTF-8; rename it"
 
 
 class UnusableImage(Exception):
@@ -41,7 +42,7 @@ class ClassFolders:
     """What :func:`list_class_folders` found below a dataset folder."""
 
     classes: list  # names of the visible folders directly below the root, sorted
-    files: list  # "class/.../name" paths of the visible files anywhere below them, sorted
+    files: list  # "class/.../name" paths of the visible files anywhere below them (and in the root if asked), sorted
     total_bytes: int  # size of those files
     skipped: list  # (relative path, reason) of entries left out: unreadable, or a folder seen before
 
@@ -78,11 +79,26 @@ def resolved_path(path: str) -> str:
     return path if "://" in path else os.path.realpath(path)
 
 
-def list_class_folders(root: str) -> ClassFolders:
+def is_utf8(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8, as TensorFlow takes paths (the OS lists others with surrogate escapes)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(path: str) -> str:
+    """``path`` for a message: bytes that are not UTF-8 shown as replacement characters."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def list_class_folders(root: str, root_files: bool = False) -> ClassFolders:
     """The visible files below each visible top-level folder of ``root``, each folder a class.
 
     Hidden entries (name starting with a dot) are ignored, and so are files directly in
-    ``root``, which belong to no class (a converter's own output may sit there). Every
+    ``root``, which belong to no class (a converter's own output may sit there), unless
+    ``root_files`` asks for them too (a folder of images of unknown classes). Every
     directory is entered once, by its resolved path, so a symlink loop or a second link to
     a folder is reported in ``skipped`` instead of walked again. Raises ``OSError`` or
     ``tf.errors.OpError`` if ``root`` itself cannot be listed.
@@ -100,9 +116,10 @@ def list_class_folders(root: str) -> ClassFolders:
                 raise
             found.skipped.append((folder, f"cannot list folder: {error}"))
             continue
-        for relative, is_folder, size in _visible_entries(tf, root, folder, names, found.skipped):
+        entries = _visible_entries(tf, root, folder, names, found.skipped, root_files=root_files)
+        for relative, is_folder, size in entries:
             if not is_folder:
-                if folder:
+                if folder or root_files:
                     found.files.append(relative)
                     found.total_bytes += size
                 continue
@@ -125,23 +142,21 @@ def _names_in(tf, directory: str) -> list:
     return tf.io.gfile.listdir(directory) if "://" in directory else os.listdir(directory)
 
 
-def _visible_entries(tf, root, folder, names, skipped):
+def _visible_entries(tf, root, folder, names, skipped, *, root_files=False):
     """(relative path, is a folder, size) of the non-hidden ``names``, sorted; failures go to ``skipped``,
-    and so do FIFOs, sockets and devices below a class folder (reading one could block forever)."""
+    and so do FIFOs, sockets and devices below a class folder, or in the root with ``root_files`` (reading
+    one could block forever)."""
     for name in sorted(name.rstrip("/") for name in names):  # object stores end folder names with "/"
         if name.startswith("."):
             continue
         relative = posixpath.join(folder, name)
-        try:
-            relative.encode("utf-8")  # paths are stored, and handed to TensorFlow, as UTF-8
-        except UnicodeEncodeError:
-            printable = relative.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-            skipped.append((printable, "the name is not valid UTF-8; rename it"))
+        if not is_utf8(relative):  # paths are stored, and handed to TensorFlow, as UTF-8
+            skipped.append((printable(relative), NOT_UTF8))
             continue
         try:
             yield (relative, *_folder_or_file_size(tf, os.path.join(root, relative)))
         except UnusableImage as reason:
-            if folder:  # files directly in the dataset folder belong to no class: ignored anyway
+            if folder or root_files:  # else a file directly in the dataset folder: of no class, ignored anyway
                 skipped.append((relative, str(reason)))
         except OSError as error:  # a broken symlink, a permission problem
             skipped.append((relative, f"cannot read: {error.filename}: {error.strerror}"))

@@ -28,14 +28,14 @@ from typing import Optional
 
 import numpy as np
 
-from library import (atomic_file, batch_norm_recalibration, config, distribution, evaluation_report, hparams_summary,
-                     model_directory, towers, training_phases)
+from library import (atomic_file, batch_norm_recalibration, checkpoints, config, distribution, evaluation_report,
+                     hparams_summary, model_directory, towers, training_phases)
 from library.best_checkpoint import BestCheckpoint, json_ready
 from library.config import ConfigError
 from library.cycle_evaluation import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
 from library.experiment import Experiment
 from library.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
-from library.tensorflow_env import import_tensorflow, use_graph_mode
+from library.tensorflow_env import first_line, import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()
 ModeKeys = tf.estimator.ModeKeys
@@ -99,28 +99,11 @@ class Run:
         """The experiment's input_fn of ``mode`` over this run's params, as Estimator calls it."""
         return lambda: self.experiment.input_fn(self.params, mode)
 
-    def checkpoint(self) -> str:
-        """The checkpoint that ``model`` names, once it is known to be one of a model trained for this configuration."""
-        return checkpoint_of(self.settings, self.experiment.model_identity(self.params))
-
-
-def checkpoint_of(settings, identity: dict) -> str:
-    """The checkpoint that ``model`` names: latest (model_dir), best (best_model_dir) or a path; ConfigError
-    unless it was trained for ``identity``, by the record of its directory, else of model_dir."""
-    if settings.model in ("latest", "best"):
-        directory = settings.model_dir if settings.model == "latest" else settings.best_model_dir
-        path = tf.train.latest_checkpoint(directory)
-        if path is None:
-            raise ConfigError(f"model: {settings.model}: no checkpoint in {directory}; train first or set --model to a checkpoint path")
-    elif tf.io.gfile.exists(settings.model + ".index"):
-        path = settings.model
-    else:
-        raise ConfigError(f"model: no checkpoint at {settings.model} (expected {settings.model}.index); give latest, best or a checkpoint path")
-    directory = os.path.dirname(path)
-    if not tf.io.gfile.exists(os.path.join(directory, model_directory.RECORD_FILE)):
-        directory = settings.model_dir  # a best snapshot, or a copied checkpoint
-    model_directory.check_record(directory, identity)
-    return path
+    def held_checkpoint(self):
+        """The checkpoint that ``model`` names, held for a ``with`` block (a training run may rotate it away meanwhile)
+        once it is known to be one of a model trained for this configuration (library/checkpoints.py)."""
+        return checkpoints.held(self.settings, self.experiment.model_identity(self.params),
+                                self.experiment.checkpoint_shapes(self.params))
 
 
 def global_step_of(model_dir: str) -> int:
@@ -168,10 +151,10 @@ def plain(results: dict) -> dict:
     return {key: json_ready(value) for key, value in results.items()}
 
 
-def evaluate_checkpoint(run: Run, estimator, checkpoint) -> tuple:
+def evaluate_checkpoint(run: Run, estimator, checkpoint, write_summaries=evaluation_report.write_summaries) -> tuple:
     """Evaluate ``checkpoint`` on the evaluation data: see :func:`evaluation_results`."""
     results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), checkpoint_path=checkpoint)
-    return evaluation_results(estimator, run.params, results)
+    return evaluation_results(estimator, run.params, results, write_summaries)
 
 
 def evaluation_results(estimator, params, results: dict, write_summaries=evaluation_report.write_summaries) -> tuple:
@@ -252,7 +235,9 @@ def train(run: Run) -> int:
     plans = [plan_training(phase.settings, run.experiment.train_examples(phase.params), images_per_step)
              for phase in phases]
     identity = run.experiment.model_identity(run.params)
-    model_directory.check_record(settings.model_dir, identity)
+    directories = (settings.model_dir, settings.best_model_dir)  # the best snapshot carries the record too
+    for directory in directories:
+        model_directory.check_record(directory, identity)
     task_type = tf_config.get("task", {}).get("type", "chief")
     in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
     if in_cluster and settings.early_stopping_evaluations:
@@ -261,7 +246,9 @@ def train(run: Run) -> int:
     if task_type != "chief":
         return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
     with model_directory.training_lock(settings.model_dir):
-        model_directory.write_record(settings.model_dir, identity)
+        checkpoints.resume_from_readable(settings.model_dir, run.experiment.checkpoint_shapes(run.params))
+        for directory in reversed(directories):  # a read-only best_model_dir fails first, before any training
+            model_directory.write_record(directory, identity)
         config.write_config(settings, settings.model_dir)
         if in_cluster:
             return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
@@ -294,6 +281,8 @@ def train_in_phases(phases: list, plans: list, strategy) -> int:
     hparams_row = hparams_summary.SessionRow(run_settings.model_dir, run_settings.as_dict())
     with sigterm_as_interrupt():
         for index, (phase, plan) in enumerate(zip(phases, plans)):
+            if phase.settings.model_dir != run_settings.model_dir:  # train() made model_dir's own resumable
+                checkpoints.resume_from_readable(phase.settings.model_dir, phase.experiment.checkpoint_shapes(phase.params))
             phase = dataclasses.replace(phase, warm_start_from=warm_start)
             training = Training.start(phase, plan, strategy=strategy, tf_config={}, hparams_row=hparams_row,
                                       final=index == len(phases) - 1)
@@ -522,11 +511,13 @@ def sigterm_as_interrupt():
 
 
 def evaluate(run: Run) -> int:
-    """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too)."""
+    """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too);
+    nothing is written into model_dir (Estimator's event file goes to the held checkpoint's private folder)."""
     settings = run.settings
-    checkpoint = run.checkpoint()
-    results, report = evaluate_checkpoint(run, run.estimator(), checkpoint)
-    print(f"checkpoint {checkpoint}")
+    with run.held_checkpoint() as checkpoint:
+        results, report = evaluate_checkpoint(run, run.estimator(checkpoint.folder), checkpoint.path,
+                                              write_summaries=lambda *drawn: None)
+    print(f"checkpoint {checkpoint.name}")
     for key in sorted(results):
         print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
     if report is not None:
@@ -545,12 +536,12 @@ def predict(run: Run) -> int:
     if settings.predictions_file:
         check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
     input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
-    checkpoint = run.checkpoint()
     rows = []
-    for prediction in run.estimator().predict(input_fn, checkpoint_path=checkpoint):
-        row = run.experiment.prediction_row(prediction, run.params)
-        print("\t".join(row.values()), flush=True)
-        rows.append(row)
+    with run.held_checkpoint() as checkpoint:
+        for prediction in run.estimator(checkpoint.folder).predict(input_fn, checkpoint_path=checkpoint.path):
+            row = run.experiment.prediction_row(prediction, run.params)
+            print("\t".join(escaped(value) for value in row.values()), flush=True)
+            rows.append(row)
     if settings.predictions_file:
         atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
@@ -560,6 +551,17 @@ def check_not_a_folder(option: str, path: str, example_name: str) -> None:
     """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
     if tf.io.gfile.isdir(path):
         raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
+
+
+# What a tab-separated line shows for the characters that would split it, or act on a terminal.
+_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7f]} | {
+    ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
+
+
+def escaped(value: str) -> str:
+    """``value`` for a tab-separated line: backslashes, tabs, newlines and other control characters as escapes
+    (``\\``, ``\\t``, ``\\n``, ``\\x1b``), so that a file name holding one cannot split or fake a line."""
+    return value.translate(_ESCAPES)
 
 
 def csv_text(rows: list) -> str:
@@ -583,8 +585,9 @@ def export(run: Run) -> int:
     """Write a SavedModel of the checkpoint ``model`` names."""
     if not run.settings.export_dir:
         raise ConfigError("export mode needs --export_dir DIR")
-    checkpoint = run.checkpoint()
-    print(f"SavedModel of {checkpoint} written to {export_saved_model(run, run.estimator(), run.settings.export_dir, checkpoint)}")
+    with run.held_checkpoint() as checkpoint:
+        path = export_saved_model(run, run.estimator(checkpoint.folder), run.settings.export_dir, checkpoint.path)
+    print(f"SavedModel of {checkpoint.name} written to {path}")
     return 0
 
 
@@ -593,12 +596,12 @@ def export_hub(run: Run) -> int:
     output = run.settings.output
     if not output:
         raise ConfigError("export_hub mode needs --output DIR")
-    checkpoint = run.checkpoint()
-    try:
-        run.experiment.export_feature_extractor(run.params, checkpoint, output)
-    except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
-        raise ConfigError(f"export_hub: {error}") from None
-    print(f"hub module of {checkpoint} written to {output}")
+    with run.held_checkpoint() as checkpoint:
+        try:
+            run.experiment.export_feature_extractor(run.params, checkpoint.path, output)
+        except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
+            raise ConfigError(f"export_hub: {error}") from None
+    print(f"hub module of {checkpoint.name} written to {output}")
     return 0
 
 
@@ -608,9 +611,9 @@ def export_tflite(run: Run) -> int:
     if not output:
         raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
     check_not_a_folder("output", output, "model.tflite")
-    checkpoint = run.checkpoint()
-    run.experiment.export_tflite(run.params, checkpoint, output)
-    print(f"TensorFlow Lite model of {checkpoint} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
+    with run.held_checkpoint() as checkpoint:
+        run.experiment.export_tflite(run.params, checkpoint.path, output)
+    print(f"TensorFlow Lite model of {checkpoint.name} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
     return 0
 
 
@@ -675,12 +678,3 @@ def storage_problem(error) -> str:
     else:  # TensorFlow's messages name the path
         problem = first_line(error)
     return problem + "; check the path, its permissions and the free space"
-
-
-def first_line(error: tf.errors.OpError) -> str:
-    """The line of a TensorFlow error's message that says what went wrong (graph errors add a page of context)."""
-    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
-    for line, following in zip(lines, lines[1:]):
-        if following.startswith("[["):  # the node that failed follows the cause
-            return line
-    return lines[0] if lines else type(error).__name__

@@ -81,3 +81,12 @@ def import_tensorflow():
 def use_graph_mode():
     """Switch this process to TF1 graph mode, as the scaffold's entry points (run.py, the hub command line) run."""
     import_tensorflow().compat.v1.disable_eager_execution()
+
+
+def first_line(error) -> str:
+    """The line of a TensorFlow error's message that says what went wrong (graph errors add a page of context)."""
+    lines = [line.strip() for line in error.message.splitlines() if line.strip()]
+    for line, following in zip(lines, lines[1:]):
+        if following.startswith("[["):  # the node that failed follows the cause
+            return line
+    return lines[0] if lines else type(error).__name__

@@ -104,6 +104,11 @@ class ImageClassifier(Experiment):
             hub_module = os.path.abspath(hub_module)
         return {"class_names": params["class_names"], "hub_module": hub_module, "image_size": params["image_size"]}
 
+    def checkpoint_shapes(self, params) -> dict:
+        """The head's kernel: one row per feature of the module, one column per class."""
+        features = feature_extractor.resolve(params).use.feature_size
+        return {model.LOGITS_KERNEL: ((features, params["num_classes"]), "features x classes")}
+
     def train_examples(self, params) -> int:
         """Images in one epoch: from the converter's manifests of the train_data shards, else by counting records."""
         pattern = params["train_data"]
@@ -121,8 +126,8 @@ class ImageClassifier(Experiment):
 
         The files are listed now, so that a source without any is an error before the model is loaded.
         """
-        if "," in source or not (tf.io.gfile.isdir(source) or glob.has_magic(source)):
-            source = [path for path in source.split(",") if path]
+        if "," in source or not (raw_images.is_folder(source) or glob.has_magic(source)):
+            source = raw_images.utf8_paths([path for path in source.split(",") if path])
             missing = [path for path in source if not tf.io.gfile.exists(path)]
             if missing:
                 raise ConfigError(f"predict_input: {missing[0]} not found; give a folder, a file pattern, or existing files")

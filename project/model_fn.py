@@ -38,6 +38,8 @@ ModeKeys = tf.estimator.ModeKeys
 
 MODULE_SCOPE = "feature_extractor"  # Variable scope of the module in the graph and the checkpoints.
 HEAD_SCOPE = "head"
+LOGITS_LAYER = "logits"
+LOGITS_KERNEL = f"{HEAD_SCOPE}/{LOGITS_LAYER}/kernel"  # [features, classes]: its shape says what a checkpoint is for
 SUMMARY_IMAGES = 3
 TOP_K = 5
 MISTAKES = 16  # Most confidently wrong images kept by an evaluation.
@@ -111,7 +113,7 @@ def classification_head(features, training, params):
     with v1.variable_scope(HEAD_SCOPE):
         if training:
             features = tf.nn.dropout(features, rate=params["dropout_rate"])
-        return layers.dense(features, params["num_classes"], "logits")
+        return layers.dense(features, params["num_classes"], LOGITS_LAYER)
 
 
 def loss_terms(labels, logits, params):

@@ -6,6 +6,7 @@ files like the converter, checks each with Pillow and wraps it in the converter'
 preprocessing as the TFRecords.
 """
 
+import glob
 import os
 
 from PIL import ExifTags
@@ -23,16 +24,40 @@ UNKNOWN_LABEL = -1
 
 
 def list_image_files(source, class_names=None):
-    """(paths, labels) of ``source``: a class-per-folder tree (with class_names), a folder, a glob or a list."""
+    """(paths, labels) of ``source``: a class-per-folder tree (with class_names), a folder, a glob or a list.
+
+    Paths that are not valid UTF-8 (TensorFlow cannot take them) are skipped with a warning, as the converter does.
+    """
     if isinstance(source, (list, tuple)):
-        paths = list(source)
-    elif not tf.io.gfile.isdir(source):
-        paths = sorted(path for path in tf.io.gfile.glob(source) if not tf.io.gfile.isdir(path))
+        paths = utf8_paths(source)
+    elif not is_folder(source):
+        paths = sorted(path for path in utf8_paths(matching(source)) if not tf.io.gfile.isdir(path))
     elif class_names is None:
         paths = files_below(source)
     else:
         return class_folder_files(source, class_names)
     return paths, [UNKNOWN_LABEL] * len(paths)
+
+
+def is_folder(path) -> bool:
+    """Whether ``path`` is a folder (a path that is not UTF-8 is none that TensorFlow could read)."""
+    return image_files.is_utf8(path) and tf.io.gfile.isdir(path)
+
+
+def matching(pattern) -> list:
+    """The paths ``pattern`` matches: local ones by the OS, which keeps names that are not UTF-8 (``tf.io.gfile.glob``
+    fails on the first one), others by ``tf.io.gfile``."""
+    if "://" in pattern:
+        return tf.io.gfile.glob(pattern)
+    return glob.glob(pattern, include_hidden=True)
+
+
+def utf8_paths(paths) -> list:
+    """``paths`` without those that are not valid UTF-8, each skipped with a warning naming it."""
+    for path in paths:
+        if not image_files.is_utf8(path):
+            tf.get_logger().warning("skipped %s: %s", image_files.printable(path), image_files.NOT_UTF8)
+    return [path for path in paths if image_files.is_utf8(path)]
 
 
 def class_folder_files(root, class_names):
@@ -48,14 +73,13 @@ def class_folder_files(root, class_names):
 
 def files_below(folder):
     """Every visible file in and below ``folder``, sorted; subfolders are walked as the converter walks them."""
-    top = [name.rstrip("/") for name in tf.io.gfile.listdir(folder) if not name.startswith(".")]
-    top_files = [name for name in top if not tf.io.gfile.isdir(os.path.join(folder, name))]
-    return sorted(os.path.join(folder, relative) for relative in top_files + listed_folders(folder).files)
+    return [os.path.join(folder, relative) for relative in listed_folders(folder, root_files=True).files]
 
 
-def listed_folders(root):
-    """The converter's listing of the folders below ``root`` (no hidden entries, no symlink loops); warns of skips."""
-    found = image_files.list_class_folders(root)
+def listed_folders(root, root_files=False):
+    """The converter's listing of the folders below ``root`` (no hidden entries, no symlink loops), and of the files
+    in ``root`` with ``root_files``; warns of skips."""
+    found = image_files.list_class_folders(root, root_files)
     for relative, reason in found.skipped:
         tf.get_logger().warning("skipped %s: %s", os.path.join(root, relative), reason)
     return found

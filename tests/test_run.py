@@ -625,16 +625,18 @@ def test_a_model_dir_serves_only_the_model_it_was_trained_for(project, trained, 
     before = listing(tmp_path)
     mismatch = ("holds a model trained for class_names ['blue', 'green', 'red'] (3 entries), but this configuration "
                 "has ['blue', 'green'] (2 entries); use a new model_dir for a new model")
-    for argv in (["--mode", "train", "--train_epochs", "4"],
-                 ["--mode", "evaluate"],
-                 ["--mode", "evaluate", "--model", "best"],
-                 ["--mode", "evaluate", "--model", tf.train.latest_checkpoint(str(tmp_path / "model"))],
-                 ["--mode", "predict", "--predict_input", str(project.parent / "images" / "test" / "red")],
-                 ["--mode", "export", "--export_dir", str(tmp_path / "export")],
-                 ["--mode", "export_hub", "--output", str(tmp_path / "hub")]):
+    for argv, directory in ((["--mode", "train", "--train_epochs", "4"], "model"),
+                            (["--mode", "evaluate"], "model"),
+                            (["--mode", "evaluate", "--model", "best"], "best"),  # the snapshot carries the record
+                            (["--mode", "evaluate", "--model", tf.train.latest_checkpoint(str(tmp_path / "model"))],
+                             "model"),
+                            (["--mode", "predict", "--predict_input", str(project.parent / "images" / "test" / "red")],
+                             "model"),
+                            (["--mode", "export", "--export_dir", str(tmp_path / "export")], "model"),
+                            (["--mode", "export_hub", "--output", str(tmp_path / "hub")], "model")):
         capsys.readouterr()
         assert run_main(project, tmp_path, "--labels_file", str(two_classes), *argv) == 2, argv
-        assert_one_line_error(capsys, f"error: {tmp_path / 'model'} {mismatch}")
+        assert_one_line_error(capsys, f"error: {tmp_path / directory} {mismatch}")
     capsys.readouterr()
     assert run_main(project, tmp_path, "--mode", "evaluate", "--image_size", "20") == 2
     assert_one_line_error(capsys, "holds a model trained for image_size 16, but this configuration has 20")
@@ -768,3 +770,181 @@ def test_a_labels_file_repeating_a_class_is_refused(project, tmp_path, capsys):
     labels.write_text("blue\ngreen\nred\ngreen\n")
     assert run_main(project, tmp_path, "--labels_file", str(labels)) == 2
     assert_one_line_error(capsys, f"error: labels_file: {labels}, line 4 'green' is the same name as line 2 'green'")
+
+
+def test_class_names_holding_dollar_signs_train_evaluate_and_report_as_they_are(project, tmp_path, capsys):
+    labels = tmp_path / "labels.txt"
+    labels.write_text("$5 #1 $6\ngreen\nprice $5-$10\n")  # mathtext stopped training at the first evaluation
+    assert run_main(project, tmp_path, "--labels_file", str(labels), "--train_epochs", "2") == 0
+    assert "epoch 2/2  step 6  eval loss" in capsys.readouterr().out
+    report_file = tmp_path / "report.json"
+    assert run_main(project, tmp_path, "--labels_file", str(labels), "--mode", "evaluate",
+                    "--report_file", str(report_file)) == 0
+    report = json.loads(report_file.read_text())
+    assert report["class_names"] == ["$5 #1 $6", "green", "price $5-$10"]
+    assert report == json.loads((tmp_path / "model" / "evaluation-6.json").read_text())
+    events = EventAccumulator(str(tmp_path / "model" / "eval"), size_guidance={"images": 0})
+    events.Reload()
+    assert [image.step for image in events.Images("confusion_matrix")] == [6]
+
+
+def copy_checkpoint(checkpoint, folder):
+    """The files of ``checkpoint`` (not its folder's record) copied into ``folder``; the copy's path."""
+    os.makedirs(folder, exist_ok=True)
+    directory, name = os.path.split(checkpoint)
+    for file in os.listdir(directory):
+        if file.startswith(name + "."):
+            shutil.copy(os.path.join(directory, file), folder)
+    return os.path.join(folder, name)
+
+
+def test_a_checkpoint_of_other_classes_is_refused_before_it_is_restored_naming_both(project, trained, tmp_path, capsys):
+    five_classes = tmp_path / "five-classes.txt"
+    five_classes.write_text("blue\ncyan\ngreen\nred\nwhite\n")
+    assert (tmp_path / "best" / "trained_for.json").read_text() == (tmp_path / "model" / "trained_for.json").read_text()
+    shutil.copytree(tmp_path / "best", tmp_path / "shipped")  # a best snapshot shipped whole carries its record
+    copied = copy_checkpoint(BestCheckpoint(str(tmp_path / "best")).checkpoint_path, tmp_path / "copied")
+    shape = (f"error: {copied} holds head/logits/kernel of shape [64, 3] (features x classes), but this "
+             "configuration needs [64, 5]: it is a checkpoint of another model")
+    record = ("holds a model trained for class_names ['blue', 'green', 'red'] (3 entries), but this configuration has "
+              "['blue', 'cyan', 'green', 'red', 'white'] (5 entries)")
+    images = str(project.parent / "images" / "test" / "red")
+    for mode in (["--mode", "predict", "--predict_input", images], ["--mode", "evaluate"]):
+        capsys.readouterr()
+        assert run_main(project, tmp_path / "five", "--labels_file", str(five_classes), *mode, "--model", copied) == 2
+        captured = capsys.readouterr()
+        assert captured.out == ""
+        warning, error = captured.err.splitlines()
+        assert warning.startswith(f"warning: model: no trained_for.json beside {copied}, so what it was trained for is "
+                                  "unknown: only its variables' shapes are checked") and error.startswith(shape), error
+        shipped = BestCheckpoint(str(tmp_path / "shipped")).checkpoint_path
+        assert run_main(project, tmp_path / "five", "--labels_file", str(five_classes), *mode, "--model", shipped) == 2
+        assert_one_line_error(capsys, f"error: {tmp_path / 'shipped'} {record}")
+
+    # Training on from the copied checkpoint (a model_dir without a record) is refused the same way.
+    copy_checkpoint(copied, tmp_path / "five" / "model")
+    (tmp_path / "five" / "model" / "checkpoint").write_text(f'model_checkpoint_path: "{os.path.basename(copied)}"\n')
+    assert run_main(project, tmp_path / "five", "--labels_file", str(five_classes)) == 2
+    assert_one_line_error(capsys, shape.replace(copied, str(tmp_path / "five" / "model" / os.path.basename(copied))))
+
+
+def test_a_damaged_or_removed_recalibrated_checkpoint_is_skipped_on_resume_and_left_out_of_the_state(
+        project, trained, tmp_path, capsys):
+    recalibrated = tmp_path / "model" / "recalibrated.ckpt-12"
+    assert tf.train.latest_checkpoint(str(tmp_path / "model")) == str(recalibrated)
+    (data,) = (tmp_path / "model").glob("recalibrated.ckpt-12.data-*")
+    damaged = bytearray(data.read_bytes())
+    damaged[len(damaged) // 2:len(damaged) // 2 + 8] = bytes(255 - value for value in damaged[len(damaged) // 2:][:8])
+    data.write_bytes(bytes(damaged))
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--train_epochs", "6") == 0
+    captured = capsys.readouterr()
+    assert re.search(rf"^warning: {recalibrated} cannot be read \(.*[Cc]hecksum.*\); resuming from the checkpoint before "
+                     r"it \(its files are left as they are\)$", captured.err, re.MULTILINE), captured.err
+    assert "Traceback" not in captured.err and ", resuming at step 12" in captured.out
+    assert [entry["global_step"] for entry in evaluations(tmp_path)] == [6, 12, 18]
+    assert_state_lists_only_whole_checkpoints(tmp_path / "model", "recalibrated.ckpt-18")
+
+    # Removed as the reading mode advised: the resumed run starts at the intact checkpoint beside it.
+    for name in os.listdir(tmp_path / "model"):
+        if name.startswith("recalibrated.ckpt-18."):
+            os.remove(tmp_path / "model" / name)
+    assert run_main(project, tmp_path, "--mode", "evaluate") == 0
+    assert f"warning: model: latest: {tmp_path / 'model' / 'recalibrated.ckpt-18'} is missing; using " \
+           f"{tmp_path / 'model' / 'model.ckpt-18'}" in capsys.readouterr().err
+    assert run_main(project, tmp_path, "--train_epochs", "8") == 0
+    captured = capsys.readouterr()
+    assert f"warning: {tmp_path / 'model' / 'recalibrated.ckpt-18'} cannot be read (Checkpoint " in captured.err
+    assert ", resuming at step 18" in captured.out and "Traceback" not in captured.err
+    assert [entry["global_step"] for entry in evaluations(tmp_path)] == [6, 12, 18, 24]
+    assert_state_lists_only_whole_checkpoints(tmp_path / "model", "recalibrated.ckpt-24")
+
+
+def assert_state_lists_only_whole_checkpoints(model_dir, latest):
+    """The state file names ``latest`` as the latest checkpoint, and every checkpoint it lists reads whole."""
+    state = tf.train.get_checkpoint_state(str(model_dir))
+    assert os.path.basename(state.model_checkpoint_path) == latest == os.path.basename(state.all_model_checkpoint_paths[-1])
+    for path in state.all_model_checkpoint_paths:
+        reader = tf.train.load_checkpoint(path)
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+
+
+@pytest.mark.slow
+def test_readers_of_latest_during_a_training_run_evaluating_every_step_hold_their_checkpoint(project, tmp_path):
+    arguments = ["--project_file", str(project), "--config_set", "tiny", "--model_dir", str(tmp_path / "model"),
+                 "--best_model_dir", str(tmp_path / "best"), "--train_batch_size", str(len(COLORS) * IMAGES_PER_CLASS)]
+    training = subprocess.Popen([sys.executable, "run.py", *arguments, "--train_epochs", "10000",
+                                 "--epochs_between_evals", "1"],  # one step an epoch: a new recalibrated checkpoint a step
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    readers = {"evaluate": [], "predict": ["--predict_input", str(project.parent / "images" / "test" / "red")],
+               "export": ["--export_dir", str(tmp_path / "export")]}
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(evaluation_steps(tmp_path)) < 3:
+            time.sleep(0.2)
+        started = evaluation_steps(tmp_path)
+        assert training.poll() is None and len(started) >= 3, "training did not evaluate in time"
+        running = [(mode, subprocess.Popen([sys.executable, "run.py", *arguments, "--mode", mode, "--model", "latest",
+                                            *argv], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                           text=True))
+                   for mode, argv in readers.items() for _ in range(2)]
+        results = {(mode, index): process.communicate(timeout=300) + (process.returncode,)
+                   for index, (mode, process) in enumerate(running)}
+        assert training.poll() is None, "training ended before the readers did"
+        assert len(evaluation_steps(tmp_path)) > len(started) + 3  # the recalibrated checkpoint changed meanwhile
+    finally:
+        training.kill()
+        training.wait()
+    for (mode, _), (stdout, stderr, code) in results.items():
+        assert code == 0 and "Traceback" not in stderr, (mode, stderr[-2000:])
+    assert len(os.listdir(tmp_path / "export")) == 2
+
+
+def evaluation_steps(out):
+    """The steps evaluations.jsonl lists so far (empty before the first evaluation)."""
+    path = out / "model" / EVALUATIONS_FILE
+    return [json.loads(line)["global_step"] for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_predict_skips_a_file_name_that_is_not_utf8_in_a_folder_or_a_pattern_with_a_warning(
+        project, trained, tmp_path, capsys, caplog):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    red = (project.parent / "images" / "test" / "red" / "0.jpg").read_bytes()
+    (folder / "fine.jpg").write_bytes(red)
+    with open(os.path.join(os.fsencode(folder), b"bad\xff.jpg"), "wb") as handle:  # the converter skips it too
+        handle.write(red)
+    for source in (folder, folder / "*.jpg"):
+        caplog.clear()
+        capsys.readouterr()
+        assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(source)) == 0
+        (line,) = capsys.readouterr().out.splitlines()
+        assert line.split("\t")[0] == str(folder / "fine.jpg")
+        assert f"skipped {folder}/bad\ufffd.jpg: the name is not valid UTF-8; rename it" in caplog.messages
+
+
+def test_predict_escapes_tabs_newlines_and_backslashes_of_file_names_on_stdout_and_the_csv_keeps_them(
+        project, trained, tmp_path, capsys):
+    names = ["tab\there.jpg", "two\nlines.jpg", "back\\slash.jpg"]
+    (tmp_path / "photos").mkdir()
+    for name in names:
+        shutil.copy(project.parent / "images" / "test" / "red" / "0.jpg", tmp_path / "photos" / name)
+    predictions = tmp_path / "predictions.csv"
+    capsys.readouterr()
+    assert run_main(project, tmp_path, "--mode", "predict", "--predict_input", str(tmp_path / "photos"),
+                    "--predictions_file", str(predictions)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and all(len(line.split("\t")) == 3 for line in lines)
+    assert sorted(os.path.basename(line.split("\t")[0]) for line in lines) == ["back\\\\slash.jpg", "tab\\there.jpg",
+                                                                                "two\\nlines.jpg"]
+    with open(predictions, newline="") as handle:
+        assert sorted(os.path.basename(row["file"]) for row in csv.DictReader(handle)) == sorted(names)
+
+
+def test_a_best_model_dir_that_cannot_be_written_is_refused_before_training_starts(project, tmp_path, capsys):
+    assert run_main(project, tmp_path, "--best_model_dir", "/sys/nowhere/best") == 1  # not even root may write there
+    err = capsys.readouterr().err
+    assert re.fullmatch(r"error: /sys/nowhere.*(Operation not permitted|Permission denied).*; check the path, its "
+                        r"permissions and the free space\n", err), err
+    assert os.listdir(tmp_path / "model") == ["training.lock"]  # no checkpoint, no record: nothing trained

@@ -137,3 +137,53 @@ def test_a_few_classes_are_all_drawn():
 def test_a_matrix_that_does_not_fit_the_class_names_is_refused():
     with pytest.raises(ValueError, match=r"confusion matrix of shape \(4, 4\) for 3 class names"):
         make_report(class_names=CLASS_NAMES[:3])
+
+
+def drawn_texts(monkeypatch, draw) -> list:
+    """The matplotlib Text artists (with text) of the figure ``draw()`` makes into a PNG."""
+    from matplotlib.text import Text
+
+    figures = []
+    png = evaluation_report._png
+    monkeypatch.setattr(evaluation_report, "_png", lambda figure, description: (figures.append(figure),
+                                                                                png(figure, description))[1])
+    draw()
+    (figure,) = figures
+    return [artist for artist in figure.findobj(Text) if artist.get_text()]
+
+
+def test_names_holding_dollar_signs_and_backslashes_are_drawn_as_they_are(monkeypatch):
+    names = ["$5 #1 $6", "price $5-$10", r"\alpha", "owl"]  # mathtext would stop at the first, alter the others
+    arrays = {**MISTAKES, "mistakes/filename": np.array([b"receipt $5 #1 $6.jpg", b"price $5-$10.jpg", b""], object)}
+    report = make_report(class_names=names, **arrays)
+    matrix = drawn_texts(monkeypatch, lambda: evaluation_report.confusion_matrix_png(report))
+    grid = drawn_texts(monkeypatch, lambda: evaluation_report.mistakes_png(report, arrays["mistakes/image"]))
+    assert {"$5 #1 $6", "price $5-$10", r"\alpha"} <= {artist.get_text() for artist in matrix}
+    assert "receipt $5 #1 $6.jpg\ntrue: $5 #1 $6\npred: price $5-$10 (90%)" in [artist.get_text() for artist in grid]
+    for artist in matrix + grid:
+        assert not artist.get_usetex()
+        assert not artist.get_parse_math() or "$" not in artist.get_text(), artist.get_text()
+
+
+def test_characters_the_default_font_lacks_come_from_installed_fonts_else_one_warning(monkeypatch, capsys):
+    import warnings
+
+    from matplotlib import font_manager
+
+    stix_only = "\u1d81"  # LATIN SMALL LETTER D WITH PALATAL HOOK: in matplotlib's STIX fonts, not in DejaVu Sans
+    names = ["猫", f"犬🐶 {stix_only}", "cat", "dog"]
+    report = make_report(class_names=names)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        labels = drawn_texts(monkeypatch, lambda: evaluation_report.confusion_matrix_png(report))
+        evaluation_report.confusion_matrix_png(report)  # the next evaluation's drawing
+    assert [str(warning.message) for warning in caught] == []
+    assert capsys.readouterr().err == (
+        "warning: evaluation report: no installed font has 犬 猫 🐶 (of class or file names); TensorBoard's images draw "
+        "them as boxes, the JSON report and the printed table keep them; install a font that has them (e.g. Noto Sans "
+        "CJK) to draw them\n")
+    label = next(artist for artist in labels if artist.get_text() == f"犬🐶 {stix_only}")
+    default, fallback = label.get_fontfamily()  # DejaVu Sans, then the one installed font with the STIX character
+    assert default == "DejaVu Sans" and stix_only in "".join(evaluation_report._characters(
+        font_manager.findfont(font_manager.FontProperties(family=fallback))))
+    assert evaluation_report.font_families("cat dog") == ["DejaVu Sans"]

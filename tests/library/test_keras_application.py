@@ -13,14 +13,14 @@ v1 = tf.compat.v1
 SIZE = 32
 
 
-def saved_weights(name, path, batch):
-    """Weights of a ``weights=None`` application, batch-norm statistics made non-trivial, saved as .h5;
-    returns the plain Keras model's features of the [0, 1] images ``batch``: what the module must reproduce."""
+def saved_weights(name, path, batch, alpha=None):
+    """Weights of a ``weights=None`` application (of width ``alpha``), batch-norm statistics made non-trivial, saved as
+    .h5; returns the plain Keras model's features of the [0, 1] images ``batch``: what the module must reproduce."""
     constructor = getattr(tf.keras.applications, name)
     preprocess_input = importlib.import_module(constructor.__module__).preprocess_input
     random = np.random.RandomState(0)
     with tf.Graph().as_default(), v1.Session() as session:
-        model = keras_application.build(name, SIZE)
+        model = keras_application.build(name, SIZE, alpha=alpha)
         session.run(v1.global_variables_initializer())
         values = []
         for variable, value in zip(model.weights, model.get_weights()):
@@ -104,6 +104,10 @@ def test_train_variant_runs_batch_norm_on_batch_statistics_with_updates(mobilene
     (["--keras_application", "MobileNetV2", "--weights", "/nowhere/w.h5"],
      "error: --weights /nowhere/w.h5: no such file; give the .h5 weights of MobileNetV2 or 'imagenet'"),
     (["--keras_application", "MobileNetV2"], "error: --weights goes with --keras_application"),
+    (["--keras_application", "ResNet50", "--weights", "w.h5", "--alpha", "0.5"],
+     "error: --alpha: ResNet50 takes no width multiplier; leave --alpha out"),
+    (["--keras_application", "MobileNetV2", "--weights", "w.h5", "--alpha", "0"], "error: argument --alpha: must be above 0"),
+    (["--network", "x", "--alpha", "0.5"], "error: --alpha goes with --keras_application"),
     (["--keras_application", "MobileNetV2", "--weights", "w.h5", "--network", "x"], "error: argument --network"),
 ])
 def test_command_line_mistakes_are_one_line(tmp_path, capsys, argv, message):
@@ -135,3 +139,20 @@ def test_imagenet_weights_without_a_network_say_what_to_do(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert err.startswith("error: --weights imagenet: Keras cannot download the ImageNet weights of MobileNetV2 (")
     assert "pass --weights PATH.h5" in err and err.count("\n") == 1
+
+
+def test_weights_of_another_width_are_one_line_and_load_with_their_alpha(tmp_path, capsys):
+    weights = str(tmp_path / "mobilenet_v2_035.h5")
+    expected = saved_weights("MobileNetV2", weights, images(), alpha=0.35)
+    argv = ["--keras_application", "MobileNetV2", "--weights", weights, "--image_size", str(SIZE)]
+    assert hub_module.main([*argv, "--output", str(tmp_path / "module")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --weights {weights}: not the weights of MobileNetV2 of width alpha 1 without its "
+                          "top (Trying to assign to variable with tensor with wrong shape. Expected [")
+    assert "); pass the --alpha they were saved with, or save them with tf.keras.applications.MobileNetV2(" in err
+    assert err.count("\n") == 1 and len(err) < 500
+    assert not (tmp_path / "module").exists()
+
+    assert hub_module.main([*argv, "--alpha", "0.35", "--output", str(tmp_path / "module")]) == 0
+    assert expected.shape == (3, 1280)
+    assert np.abs(module_features(str(tmp_path / "module"), images()) - expected).max() <= 1e-4
