@@ -241,8 +241,8 @@ def train(run: Run) -> int:
     task_type = tf_config.get("task", {}).get("type", "chief")
     in_cluster = settings.distribution in distribution.CLUSTER_DISTRIBUTIONS
     if in_cluster and settings.early_stopping_evaluations:
-        raise ConfigError(f"early_stopping_evaluations: distribution {settings.distribution} trains on whatever the "
-                          "evaluator finds, so it cannot stop early; set it to 0")
+        raise ConfigError(f"early_stopping_evaluations: with distribution {settings.distribution} the evaluator task "
+                          "evaluates beside training and cannot stop it; set it to 0")
     if task_type != "chief":
         return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
     with model_directory.training_lock(settings.model_dir):

@@ -61,6 +61,7 @@ def test_the_head_trains_first_on_cached_features_then_the_whole_network_from_it
     assert best["loss"] == min(entry["loss"] for entry in evaluations(tmp_path))
     assert lines[-1].startswith(f"done: head {steps} steps, fine_tuning {steps} steps; best eval loss {best['loss']:.4f} "
                                 f"at {best['phase']} epoch {best['epoch']:g}")
+    assert (model / "hparams").is_dir() and not (head / "hparams").exists()  # one HParams row for the whole run
 
     # Fine-tuning starts from the trained head and the pretrained module, with an optimizer of its own.
     start = str(model / "model.ckpt-0")
