@@ -227,8 +227,8 @@ def test_a_cluster_refuses_phases_and_early_stopping_before_anything_is_written(
     cluster = ("--distribution", "parameter_server")
     for argv, message in ((in_phases(pretrained), "distribution parameter_server: a training run in phases (head, "
                                                    "fine_tuning) runs on one machine only"),
-                          (("--early_stopping_evaluations", "2"), "early_stopping_evaluations: distribution "
-                                                                  "parameter_server")):
+                          (("--early_stopping_evaluations", "2"), "early_stopping_evaluations: with distribution "
+                                                                  "parameter_server the evaluator task")):
         assert run_main(project, tmp_path, *cluster, *argv) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
