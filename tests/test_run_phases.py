@@ -84,6 +84,25 @@ def test_the_head_trains_first_on_cached_features_then_the_whole_network_from_it
     assert "trained before" in capsys.readouterr().out
 
 
+def test_a_head_snapshot_that_fine_tuning_never_beats_stays_the_best_and_serves_the_fine_tuning_configuration(
+        project, pretrained, tmp_path, capsys):  # noqa: F811 (fixtures)
+    # Fine-tuning at a learning rate that wrecks the network: its evaluations never beat the head's.
+    wrecking = in_phases(pretrained, "--learning_rate", "1.0", "--train_epochs", "1")
+    assert run_main(project, tmp_path, *wrecking) == 0
+    logged = evaluations(tmp_path)
+    assert [(entry["phase"], entry["new_best"]) for entry in logged] == [("head", True), ("fine_tuning", False)]
+    record = BestCheckpoint(str(tmp_path / "best")).record
+    assert (record["phase"], record["step"]) == ("head", 2 * STEPS_PER_EPOCH)
+    assert f"best eval loss {record['loss']:.4f} at head epoch 2," in capsys.readouterr().out.splitlines()[-1]
+    # The head's snapshot, restored into the fine-tuning model (images through the module, not cached features),
+    # evaluates to what the head phase recorded (up to float rounding: the features are computed again).
+    assert run_main(project, tmp_path, *wrecking, "--mode", "evaluate", "--model", "best") == 0
+    printed = dict(line.split(" = ") for line in capsys.readouterr().out.splitlines() if " = " in line)
+    assert float(printed["loss"]) == pytest.approx(record["loss"], abs=1e-5)
+    assert float(printed["accuracy"]) == record["metrics"]["accuracy"]
+    assert int(printed["global_step"]) == record["step"]
+
+
 # run.py that stops for good at a point of a training in phases, for a SIGKILL there: in PAUSE_PHASE at its step
 # PAUSE_STEP (a periodic checkpoint written two steps before), or at the phase's start when PAUSE_STEP is -1.
 PAUSING_RUN = """
