@@ -123,16 +123,19 @@ def without_evaluation() -> contextlib.AbstractContextManager:
 
 
 def measure_without_evaluation(setting: str, seed: int, head_epochs: int) -> dict:
-    """The wall time of ``setting`` with ``seed`` run without any evaluation, in this process."""
+    """The wall time of ``setting`` with ``seed`` run without any evaluation, in this process, and the seconds of a
+    fine-tuning epoch in it (how fast the shared machine was meanwhile)."""
     directory = os.path.join(STUDY, "runs", f"{setting}-{seed}-head{head_epochs}-without-evaluation")
-    with without_evaluation():
+    load_before = os.getloadavg()
+    with without_evaluation(), timed_steps() as events, timed_phases() as (phases, _):
         started = time.perf_counter()
         code = run.main(run_argv(setting, seed, head_epochs, directory))
         wall = time.perf_counter() - started
     if code:
         raise SystemExit(f"run.py exited with {code}")
     return {"setting": setting, "seed": seed, "head_epochs": head_epochs, "without_evaluation": True,
-            "wall_seconds": wall, "load_before": os.getloadavg()}
+            "wall_seconds": wall, "load_before": load_before, "load_after": os.getloadavg(),
+            "fine_tuning_epoch_seconds": training_seconds(events, *phases[-1][1:]) / FINE_TUNING_EPOCHS}
 
 
 def measure(setting: str, seed: int, head_epochs: int) -> dict:
@@ -200,8 +203,9 @@ def table(results: str) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for entry in done_runs(results):
         if entry.get("without_evaluation"):
+            epoch = entry.get("fine_tuning_epoch_seconds")
             lines.append(f"| {entry['setting']} without evaluation | {entry['head_epochs']} | {entry['seed']} | - | - | - "
-                         f"| - | - | - | {entry['wall_seconds']:.0f} | - |")
+                         f"| {f'{epoch:.0f}' if epoch else '-'} | - | - | {entry['wall_seconds']:.0f} | - |")
             continue
         head = [e for e in entry["evaluations"] if e["phase"] in ("head", None)]
         tuned = [e for e in entry["evaluations"] if e["phase"] == "fine_tuning"]
