@@ -142,6 +142,7 @@ def measure(setting: str, seed: int, head_epochs: int) -> dict:
     """One run of ``setting`` with ``seed`` in this process: what it reached at every evaluation and what it cost."""
     directory = os.path.join(STUDY, "runs", f"{setting}-{seed}-head{head_epochs}")
     argv = run_argv(setting, seed, head_epochs, directory)
+    load_before = os.getloadavg()
     with timed_steps() as events, timed_phases() as (phases, recalibrations):
         started = time.perf_counter()
         code = run.main(argv)
@@ -155,7 +156,7 @@ def measure(setting: str, seed: int, head_epochs: int) -> dict:
     epochs = FINE_TUNING_EPOCHS if last_phase[0] else None
     return {
         "setting": setting, "seed": seed, "head_epochs": head_epochs, "options": argv[argv.index("--head_epochs"):],
-        "load_before": os.getloadavg(),
+        "load_before": load_before,
         "evaluations": [{"phase": entry.get("phase"), "epoch": entry["epoch"], "accuracy": entry["accuracy"],
                          "loss": entry["loss"], "new_best": entry.get("new_best")} for entry in logged],
         "phase_seconds": {phase or "training": end - start for phase, start, end in phases},

@@ -252,3 +252,11 @@ def test_a_cluster_refuses_phases_and_early_stopping_before_anything_is_written(
         err = capsys.readouterr().err
         assert err.startswith(f"error: {message}") and err.count("\n") == 1, err
         assert not (tmp_path / "model").exists()
+
+
+def test_two_towers_train_both_phases(project, pretrained, tmp_path, capsys):  # noqa: F811 (fixtures)
+    assert run_main(project, tmp_path, *in_phases(pretrained), "--distribution", "mirrored", "--num_gpus", "2") == 0
+    assert "tower_1/" in (tmp_path / "model" / "head" / "graph.pbtxt").read_text()
+    assert "tower_1/" in (tmp_path / "model" / "graph.pbtxt").read_text()
+    assert [(entry["phase"], entry["global_step"]) for entry in evaluations(tmp_path)] == [
+        ("head", 2 * STEPS_PER_EPOCH), ("fine_tuning", STEPS_PER_EPOCH), ("fine_tuning", 2 * STEPS_PER_EPOCH)]
