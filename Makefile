@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test bench bench-quick clean
+.PHONY: venv demo test test-fast bench bench-quick clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,9 @@ demo: venv
 
 test: venv
 	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
 
 bench: venv
 	$(PY) -m benchmarks.run

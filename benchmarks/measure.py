@@ -7,6 +7,7 @@ each sample records how many cores other processes kept busy meanwhile (``others
 are repeated while the time budget allows, and the report says how noisy the rest were.
 """
 
+import contextlib
 import dataclasses
 import os
 import platform
@@ -78,7 +79,7 @@ def wait_for_quiet(max_wait: float) -> float:
 
 
 class Budget:
-    """The suite's time limit: how long a stage may still wait for quiet or add a round."""
+    """The suite's time limit: how long a row may still wait for quiet or add a round."""
 
     def __init__(self, seconds: float):
         self.deadline = time.monotonic() + seconds
@@ -87,22 +88,22 @@ class Budget:
         return self.deadline - time.monotonic()
 
 
-def rounds(measurements: dict, count: int, budget: Budget, max_extra: int, quiet_wait: float, log=print) -> list:
+def rounds(measurements: dict, count: int, budget: Budget, *, max_extra: int, quiet_wait: float, log=print) -> list:
     """Rounds of every measurement back to back, order reversed every other round.
 
-    Aims for ``count`` undisturbed rounds: after the first, a round runs only while ``budget``
-    leaves time for one more (as long as the longest so far), and at most ``max_extra``
-    rounds replace disturbed ones. Before each round it waits up to ``quiet_wait`` seconds
-    for other processes to calm down. Returns [{name: Sample}] of all rounds run; the
-    samples of a disturbed round say so.
+    Runs ``count`` rounds whatever the time, so that every ratio has its spread; then, while
+    fewer than ``count`` of them were undisturbed, at most ``max_extra`` rounds more, each only
+    while ``budget`` leaves time for a round as long as the longest so far. Before each round
+    it waits up to ``quiet_wait`` seconds (within the budget) for other processes to calm
+    down. Returns [{name: Sample}] of all rounds run; the samples of a disturbed round say so.
     """
     done, longest = [], 0.0
     while True:
         clean = [r for r in done if not any(s.disturbed for s in r.values())]
         if len(clean) >= count or len(done) >= count + max_extra:
             return done
-        if done and budget.left() < longest:
-            log(f"    time budget spent after {len(done)} round(s)")
+        if len(done) >= count and budget.left() < longest:
+            log(f"    time budget spent after {len(done)} rounds")
             return done
         if quiet_wait:
             wait_for_quiet(min(quiet_wait, max(0.0, budget.left() - 2 * longest)))
@@ -116,6 +117,21 @@ def rounds(measurements: dict, count: int, budget: Budget, max_extra: int, quiet
                 f"{result[name].cores:.2f} cores, others {result[name].others:.2f})")
         longest = max(longest, time.monotonic() - started)
         done.append({name: result[name] for name in measurements})
+
+
+@contextlib.contextmanager
+def quiet_output():
+    """Within the block, what the code measured prints goes nowhere (the suite's own log is printed between samples)."""
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        yield
+
+
+def quietly(measurement):
+    """``measurement`` with what it prints discarded."""
+    def call():
+        with quiet_output():
+            return measurement()
+    return call
 
 
 def used_samples(done: list, *names: str) -> list:

@@ -1,22 +1,22 @@
 """`make bench`: how fast the scaffold converts, feeds and trains, as ratios measured in one run.
 
-    python -m benchmarks.run            # the full suite, ~17 (at most 18) minutes on 2 cores; rewrites
+    python -m benchmarks.run            # the full suite, ~14 minutes on 2 quiet cores; rewrites
                                         # benchmarks/results.json and benchmarks/RESULTS.md
-    python -m benchmarks.run --quick    # smoke-test sizes (CI); writes out/bench/quick-results.json
+    python -m benchmarks.run --quick    # smoke-test sizes; writes out/bench/quick-results.json
 
-Rows: 1. conversion, all cores vs 1 worker, and peak memory at 10x the images;
-2. input pipeline vs the in-memory kernel ceiling; 3. training with the real input vs a
-cached batch; 4. Estimator.train vs a bare Session loop; 5. evaluation time with the
-evaluation report vs without; 6. evaluation time with batch-norm recalibration vs evaluation
-alone; 7. a run evaluating every epoch vs once; 8. head-only epochs on the pretrained network with the
-feature cache vs without; 9. its caching pass vs the network alone;
-10. fine-tuning steps through run.py vs a bare Session loop. RESULTS.md is written next to
-the results file (``benchmarks/RESULTS.md`` for ``benchmarks/results.json``, else
-``<results>.md``), so a quick run never replaces the committed results by default.
+Rows (ROWS below): 1. conversion, all cores vs 1 worker, and peak memory at 10x the images;
+2. input pipeline vs the in-memory kernel ceiling; 3. training with the real input vs a cached
+batch; 4. Estimator.train vs a bare Session loop; 5. evaluation time with the evaluation report
+vs without; 6. evaluation time with batch-norm recalibration vs evaluation alone; 7. a run
+evaluating every epoch vs once; 8. head-only epochs on the pretrained network with the feature
+cache vs without; 9. its caching pass vs the network alone; 10. fine-tuning steps through run.py
+vs a bare Session loop. Every row runs at least 3 rounds
+(1 in --quick). RESULTS.md is written next to the results file (``benchmarks/RESULTS.md`` for
+``benchmarks/results.json``, else ``<results>.md``), so a quick run never replaces the
+committed results by default.
 """
 
 import argparse
-import dataclasses
 import glob
 import json
 import os
@@ -27,48 +27,47 @@ from library.tensorflow_env import import_tensorflow, use_graph_mode
 
 tf = import_tensorflow()  # first: it configures TensorFlow's environment before any other import loads it
 
-from benchmarks import (conversion, evaluation, feature_caching, fine_tuning, measure, photos, pipeline,  # noqa: E402
-                        project_config, recalibration, report, training, waiting)
+from benchmarks import (conversion, evaluation, feature_caching, fine_tuning, framework, measure,  # noqa: E402
+                        photos, pipeline, recalibration, report, training, waiting)
+from benchmarks.suite import Context, Policy, Row  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results.json")
 RESULTS_MARKDOWN = os.path.join(ROOT, "benchmarks", "RESULTS.md")
 
+# Each row, and the seconds its rounds take on a quiet 2-core machine (the log prints what each row took): a row
+# adds rounds replacing disturbed ones only while the rows after it keep that time before TIME_LIMIT.
+ROWS = (
+    Row(conversion.row, 105),
+    Row(pipeline.row, 50),
+    Row(training.row, 130),
+    Row(framework.row, 95),
+    Row(evaluation.row, 75),
+    Row(recalibration.row, 95),
+    Row(waiting.cycles_row, 85),
+    Row(waiting.cache_row, 50),
+    Row(feature_caching.row, 20),
+    Row(fine_tuning.row, 110),
+)
+# Seconds: rounds replacing disturbed ones end by then (about 14 minutes when none is); the rounds every row needs
+# run whatever the time, so on a busy machine the suite takes longer.
+TIME_LIMIT = 1010
+FULL = Policy(rounds=3, cheap_rounds=5, max_extra_rounds=2, quiet_wait=15)
+QUICK = Policy(rounds=1, cheap_rounds=1, max_extra_rounds=0, quiet_wait=0)
+IMAGES = {"full": 2000, "quick": 200}
+LARGE_COPIES = 10  # hard-linked copies of the photos for row 1's memory comparison (not in --quick)
 
-@dataclasses.dataclass(frozen=True)
-class Sizes:
-    """How much each stage measures, and how the rounds are repeated."""
-
-    images: int
-    large_copies: int  # hard-linked copies for the memory comparison; 0 skips it
-    rounds: int  # undisturbed rounds wanted per stage
-    head_only_rounds: int  # the same for the cheap head-only training loops, whose rates vary more
-    max_extra_rounds: int  # rounds that may replace disturbed ones, time allowing
-    quiet_wait: float  # seconds to wait for a quiet machine before a round
-    input_batches: int
-    train_warmup: int
-    train_steps: int  # timed steps, head only (a step ~0.1 s on 2 cores; 100 hold one periodic summary)
-    fine_tuning_steps: int  # timed steps, end to end (~0.37 s each)
-    cycles_epochs: int  # epochs of the cycles row's runs (~2 s each, plus the evaluations)
-    cache_epochs: int  # epochs of the feature cache row's runs (~7 s each uncached)
-    caching_shards: int  # shards of the benchmark records the caching pass row reads (250 images each)
-    caching_batch: int  # the caching pass's batch size (eval_batch_size)
-
-
-FULL = Sizes(images=2000, large_copies=10, rounds=2, head_only_rounds=4, max_extra_rounds=1, quiet_wait=15,
-             input_batches=200, train_warmup=10, train_steps=100, fine_tuning_steps=40, cycles_epochs=10,
-             cache_epochs=2, caching_shards=2, caching_batch=64)
-QUICK = Sizes(images=200, large_copies=0, rounds=1, head_only_rounds=1, max_extra_rounds=0, quiet_wait=0,
-              input_batches=2, train_warmup=2, train_steps=3, fine_tuning_steps=2, cycles_epochs=2, cache_epochs=1,
-              caching_shards=1, caching_batch=8)
-# `make bench` must end within 18 minutes: rounds that replace disturbed ones start only while the
-# stages after them keep the time their own rounds take on a quiet 2-core machine (seconds).
-TIME_LIMIT = 1070
-LATER = {"training": 260, "evaluation": 60, "recalibration": 60, "cycles": 130, "feature_cache": 100,
-         "pretrained_caching": 130, "fine_tuning": 110}
-LATER_STAGES_SECONDS = {"conversion": 50 + 80 + sum(LATER.values()),  # 50: the 10x conversion
-                        "input": sum(LATER.values()),
-                        **{stage: sum(list(LATER.values())[index + 1:]) for index, stage in enumerate(LATER)}}
+DATA_TEXT = (
+    "{images:,} photo-like JPEGs ({megabytes:.0f} MB, longer edge 256-800 px, quality 70-95, one in ten "
+    "progressive): random crops of the two photographs scikit-learn ships (china.jpg, flower.jpg), one class per "
+    "photograph; see `benchmarks/photos.py`. Converted with `convert_dataset.py --max_edge {max_edge}` into "
+    "{records:,} records, {record_megabytes:.0f} MB in {shards} shards (the converter's default), which rows 2-6 "
+    "and 9 read; rows 7 and 8 train on a small set of them converted at 192 px."
+)
+LARGE_DATA_TEXT = (
+    " The memory comparison converts {large_images:,} images: the same files hard-linked {copies} times into "
+    "nested folders."
+)
 
 
 def parse_args(argv):
@@ -93,11 +92,12 @@ def log(message: str) -> None:
     print(message, flush=True)
 
 
-def data_summary(photos_dir: str, records_dir: str, large_images) -> dict:
+def data_summary(context: Context) -> dict:
     """Sizes of the generated photos and of the records the converter wrote."""
-    files = glob.glob(os.path.join(photos_dir, "*", "*.jpg"))
-    with open(os.path.join(records_dir, "train-manifest.json")) as handle:
+    files = glob.glob(os.path.join(context.photos_dir, "*", "*.jpg"))
+    with open(os.path.join(context.records_dir, "train-manifest.json")) as handle:
         manifest = json.load(handle)
+    copies = LARGE_COPIES if context.large_photos_dir else None
     return {
         "images": len(files),
         "megabytes": sum(os.path.getsize(path) for path in files) / 2**20,
@@ -105,57 +105,53 @@ def data_summary(photos_dir: str, records_dir: str, large_images) -> dict:
         "record_megabytes": sum(shard["bytes"] for shard in manifest["shards"]) / 2**20,
         "shards": len(manifest["shards"]),
         "max_edge": manifest["max_edge"],
-        "large_images": large_images,
+        "large_images": copies and copies * len(files),
+        "copies": copies,
     }
+
+
+def data_text(data: dict) -> str:
+    """The Data section of RESULTS.md."""
+    return DATA_TEXT.format_map(data) + (LARGE_DATA_TEXT.format_map(data) if data["large_images"] else "")
+
+
+def prepare(output_dir: str, quick: bool) -> Context:
+    """The rows' context, with the photo-like data generated once into ``output_dir`` (kept there for later runs)."""
+    images = IMAGES["quick" if quick else "full"]
+    log(f"data: {images} photo-like JPEGs")
+    photos_dir = photos.ensure_photos(os.path.join(output_dir, f"photos-{images}"), images)
+    large_dir = None
+    if not quick:
+        large_dir = photos.ensure_hard_linked_copies(
+            photos_dir, os.path.join(output_dir, f"photos-{images}x{LARGE_COPIES}"), LARGE_COPIES)
+    return Context(quick=quick, policy=QUICK if quick else FULL, output_dir=output_dir, photos_dir=photos_dir,
+                   large_photos_dir=large_dir, records_dir=os.path.join(output_dir, f"conversion-{images}", "records"),
+                   log=log)
+
+
+def measure_rows(context: Context, deadline: measure.Budget) -> list:
+    """Every row of ROWS in order, each allowed extra rounds while the rows after it keep their time."""
+    for index, row in enumerate(ROWS):
+        context.budget = measure.Budget(deadline.left() - sum(later.quiet_seconds for later in ROWS[index + 1:]))
+        started, cpu = time.monotonic(), measure.own_cpu_seconds()
+        context.done.append(row.measure(context))
+        log(f"  ({context.done[-1]['id']}: {time.monotonic() - started:.0f} s, "
+            f"{measure.own_cpu_seconds() - cpu:.0f} CPU-seconds)")
+    return context.done
 
 
 def main(argv=None) -> int:
     use_graph_mode()
     args = parse_args(argv)
-    sizes = QUICK if args.quick else FULL
     output_dir = os.path.abspath(args.output_dir)
     results_path = os.path.abspath(args.results or (os.path.join(output_dir, "quick-results.json") if args.quick else RESULTS))
     started = time.time()
     load_before = measure.others_load(1.0)
     log(f"benchmarks{' --quick' if args.quick else ''}: output in {output_dir}; other processes use "
         f"{load_before:.2f} cores now")
-
-    log(f"data: {sizes.images} photo-like JPEGs")
-    photos_dir = photos.ensure_photos(os.path.join(output_dir, f"photos-{sizes.images}"), sizes.images)
-    large_dir = None
-    if sizes.large_copies:
-        large_dir = photos.ensure_hard_linked_copies(
-            photos_dir, os.path.join(output_dir, f"photos-{sizes.images}x{sizes.large_copies}"), sizes.large_copies)
-
-    deadline = measure.Budget(TIME_LIMIT - (time.time() - started))
-
-    def run_stage(stage):
-        budget = measure.Budget(deadline.left() - LATER_STAGES_SECONDS[stage])
-        return dict(budget=budget, rounds=sizes.rounds, max_extra=sizes.max_extra_rounds, quiet_wait=sizes.quiet_wait,
-                    log=log)
-
-    rows = []
-    row, records_dir = conversion.run(photos_dir, large_dir, os.path.join(output_dir, f"conversion-{sizes.images}"),
-                                      **run_stage("conversion"))
-    rows.append(row)
-    rows.append(pipeline.run(records_dir, sizes.input_batches, **run_stage("input")))
-    input_rate = rows[-1]["figures"]["pipeline_images_per_sec"]
-    rows += training.run(records_dir, output_dir, sizes.train_warmup, sizes.train_steps, sizes.fine_tuning_steps,
-                         input_rate, head_only_rounds=sizes.head_only_rounds, **run_stage("training"))
-    rows.append(evaluation.run(records_dir, output_dir, **run_stage("evaluation")))
-    rows.append(recalibration.run(records_dir, output_dir, **run_stage("recalibration")))
-    rows.append(waiting.cycles_row(photos_dir, output_dir, sizes.cycles_epochs, **run_stage("cycles")))
-    small_set, _ = waiting.small_set(photos_dir, output_dir)
-    cache_data = {"train_data": os.path.join(small_set, "train", "train-*.tfrecord"),
-                  "eval_data": os.path.join(small_set, "test", "test-*.tfrecord"),
-                  "labels_file": os.path.join(small_set, "train", "labels.txt")}
-    rows.append(waiting.cache_row(waiting.cache_argv(cache_data, feature_caching.NETWORK, sizes.cache_epochs),
-                                  output_dir, **run_stage("feature_cache")))
-    rows.append(feature_caching.run(records_dir, sizes.caching_shards, sizes.caching_batch, output_dir,
-                                    **run_stage("pretrained_caching")))
-    rows.append(fine_tuning.run(records_dir, output_dir, min(sizes.train_warmup, 5), sizes.fine_tuning_steps,
-                                **run_stage("fine_tuning")))
-
+    context = prepare(output_dir, args.quick)
+    rows = measure_rows(context, measure.Budget(TIME_LIMIT - (time.time() - started)))
+    data = data_summary(context)
     results = {
         "suite": "python -m benchmarks.run" + (" --quick" if args.quick else ""),
         "quick": args.quick,
@@ -165,7 +161,9 @@ def main(argv=None) -> int:
         "machine": {**measure.machine(), "tensorflow": tf.__version__},
         "load_before": load_before,
         "disturbed_cores": measure.DISTURBED_CORES,
-        "data": data_summary(photos_dir, records_dir, sizes.images * sizes.large_copies or None),
+        "policy": {"target_rounds": context.policy.rounds, "time_limit_minutes": TIME_LIMIT / 60},
+        "data": data,
+        "data_text": data_text(data),
         "rows": rows,
     }
     report.write(results, results_path, markdown_path(results_path))

@@ -26,7 +26,7 @@ Evaluation runs where Estimator runs it: after checkpoints in the same process f
 ``mirrored``, in the separate ``evaluator`` task of a cluster, always on one device so that
 the loss is computed exactly as on one machine. :class:`BestSnapshotExporter` keeps the
 best-validation-loss snapshot there. ``python -m library.local_cluster`` runs a cluster on
-this machine; README.md (Scaling out) shows TF_CONFIG for Kubernetes and Slurm.
+this machine; docs/scaling-out.md shows TF_CONFIG for Kubernetes and Slurm.
 """
 
 import errno
@@ -63,7 +63,7 @@ def read_tf_config(distribution: str) -> dict:
     if not text:
         if distribution in CLUSTER_DISTRIBUTIONS:
             raise ConfigError(f"TF_CONFIG: not set; distribution {distribution} needs it to name the cluster and this "
-                              "task (see README.md, Scaling out, or try python -m library.local_cluster)")
+                              "task (see docs/scaling-out.md, or try python -m library.local_cluster)")
         return {}
     tf_config = _parse(text)
     if distribution in CLUSTER_DISTRIBUTIONS:

@@ -1,8 +1,9 @@
 """Files computed once and reused while what they were computed from is unchanged (e.g. a frozen module's features).
 
 A cached file is named by a hash of everything it depends on (:func:`key`): the settings
-that shape it and the names, sizes and modification times of the files it reads
-(:func:`file_signatures`), so a change of any gives a new name and nothing stale is read.
+that shape it, the content of the TFRecord files it reads (:func:`records_signatures`) and the
+names, sizes and modification times of other files, such as a module's (:func:`file_signatures`),
+so a change of any gives a new name and nothing stale is read.
 It is written under a temporary name and renamed when complete (:func:`ensure`), so an
 interrupted computation leaves no file that could be taken for a finished one; the next
 run computes it again. Old caches are not removed (delete the folder to reclaim the space).
@@ -12,11 +13,20 @@ import hashlib
 import json
 import os
 
-from library import atomic_file
+from library import atomic_file, manifest
+
+
+def records_signatures(paths) -> list:
+    """[name, digest of its records] of every TFRecord file in ``paths``, sorted: changes with any record, whatever
+    the files' sizes and times. The digests are the converter's manifests' (no byte read) where they still
+    describe the files, else computed by reading them (``manifest.records_digests``)."""
+    files = sorted(paths)
+    return [[_name(path), digest] for path, digest in zip(files, manifest.records_digests(files))]
 
 
 def file_signatures(paths) -> list:
-    """[name, bytes, mtime in ns] of every file in ``paths`` (files, or folders walked), sorted: changes with any file."""
+    """[name, bytes, mtime] of every file in ``paths`` (files, or folders walked), sorted: changes with any file's size
+    or time. The time is ``tf.io.gfile.stat``'s ``mtime_nsec``, whole seconds on local disks (in nanoseconds)."""
     import tensorflow as tf
 
     found = []
@@ -28,8 +38,13 @@ def file_signatures(paths) -> list:
     signatures = []
     for path in sorted(found):
         stat = tf.io.gfile.stat(path)
-        signatures.append([os.path.abspath(path) if "://" not in path else path, stat.length, stat.mtime_nsec])
+        signatures.append([_name(path), stat.length, stat.mtime_nsec])
     return signatures
+
+
+def _name(path: str) -> str:
+    """A file's name in a signature: absolute on local disks, URLs as they are."""
+    return path if "://" in path else os.path.abspath(path)
 
 
 def key(description: dict) -> str:

@@ -5,10 +5,15 @@ temporary name (:func:`library.atomic_file.temporary_name`) and renamed when it 
 complete, so a run killed at any moment leaves nothing that passes for a finished shard.
 Once the whole new set is complete, what earlier runs left under the same name is removed:
 shards of a set with another shard count, and temporaries of killed runs.
+
+Each shard's :func:`records_digest` is computed as its records are written, so the set's
+content is known without reading it back (the feature cache is keyed on it).
 """
 
+import hashlib
 import os
 import re
+import struct
 
 from library import atomic_file
 from library.tensorflow_env import import_tensorflow
@@ -30,6 +35,30 @@ def parse_shard_filename(filename: str):
     return (match["name"], int(match["index"]), int(match["count"])) if match else None
 
 
+def records_digest(records) -> str:
+    """The SHA-256 (hex) of ``records`` (bytes each), each preceded by its length as 8 bytes little-endian: the
+    shard file's content without the TFRecord format's checksums, which are functions of it."""
+    digest = hashlib.sha256()
+    for record in records:
+        _add_record(digest, record)
+    return digest.hexdigest()
+
+
+def _add_record(digest, record: bytes) -> None:
+    """Feed one record, framed by its length, to the hash object ``digest``."""
+    digest.update(struct.pack("<Q", len(record)))
+    digest.update(record)
+
+
+def remove_set(directory: str, name: str, keep=()) -> None:
+    """Remove the shards of any set called ``name`` in ``directory`` and temporaries of killed runs, but ``keep``."""
+    tf = import_tensorflow()
+    earlier = _earlier_output_pattern(name)
+    for entry in tf.io.gfile.listdir(directory):
+        if earlier.fullmatch(entry) and entry not in keep:
+            tf.io.gfile.remove(os.path.join(directory, entry))
+
+
 def _earlier_output_pattern(name: str) -> re.Pattern:
     """Shard names of any set called ``name``, finished or as temporary_name makes them."""
     shard = rf"{re.escape(name)}-\d{{5}}-of-\d{{5}}\.tfrecord"
@@ -41,8 +70,8 @@ class ShardedTFRecordWriter:
 
     Leaving the ``with`` block normally finishes every shard (empty ones too, so the set is
     always N files) and then removes earlier output; leaving it by an exception discards the
-    shard being written and keeps the rest. ``paths``, ``records`` and ``sizes`` (bytes)
-    describe the shards.
+    shard being written and keeps the rest. ``paths``, ``records``, ``sizes`` (bytes) and
+    ``digests`` (:func:`records_digest`) describe the shards.
     """
 
     def __init__(self, directory: str, name: str, num_shards: int):
@@ -54,9 +83,11 @@ class ShardedTFRecordWriter:
         self.paths = [os.path.join(directory, shard_filename(name, i, num_shards)) for i in range(num_shards)]
         self.records = [0] * num_shards
         self.sizes = [0] * num_shards
+        self.digests = [None] * num_shards
         self._open_index = -1
         self._writer = None
         self._temporary = None
+        self._digest = None
 
     def __enter__(self):
         self._tf.io.gfile.makedirs(self.directory)
@@ -76,6 +107,7 @@ class ShardedTFRecordWriter:
         while self._open_index < shard_index:
             self._start_next_shard()
         self._writer.write(record)
+        _add_record(self._digest, record)
         self.records[shard_index] += 1
 
     def _start_next_shard(self) -> None:
@@ -84,6 +116,7 @@ class ShardedTFRecordWriter:
         self._open_index += 1
         self._temporary = atomic_file.temporary_name(self.paths[self._open_index])
         self._writer = self._tf.io.TFRecordWriter(self._temporary)
+        self._digest = hashlib.sha256()
 
     def _finish_open_shard(self) -> None:
         """Complete the open shard's file, then give it its final name."""
@@ -93,18 +126,15 @@ class ShardedTFRecordWriter:
         path = self.paths[self._open_index]
         self._tf.io.gfile.rename(self._temporary, path, overwrite=True)
         self.sizes[self._open_index] = self._tf.io.gfile.stat(path).length
-        self._writer = self._temporary = None
+        self.digests[self._open_index] = self._digest.hexdigest()
+        self._writer = self._temporary = self._digest = None
 
     def _close(self) -> None:
         """Finish the remaining shards, then remove what earlier runs left under this name."""
         while self._open_index < len(self.paths) - 1:
             self._start_next_shard()
         self._finish_open_shard()
-        current = {os.path.basename(path) for path in self.paths}
-        earlier = _earlier_output_pattern(self.name)
-        for entry in self._tf.io.gfile.listdir(self.directory):
-            if earlier.fullmatch(entry) and entry not in current:
-                self._tf.io.gfile.remove(os.path.join(self.directory, entry))
+        remove_set(self.directory, self.name, keep={os.path.basename(path) for path in self.paths})
 
     def _discard_open_shard(self) -> None:
         """Remove the unfinished shard's temporary file."""

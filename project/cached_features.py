@@ -10,9 +10,10 @@ pass and written beside model_dir (``<model_dir>-feature-cache/``) as TFRecords:
 record is the image's own record with the encoded image replaced by its features (and, for
 evaluation, by the thumbnail the evaluation report shows), so every other field still
 reaches the model_fn. The file is named by a hash of the module (its files' names, sizes
-and modification times), the image size, the crop options and the data files' names,
-sizes and modification times (``library.feature_cache``): a change of any computes a new
-one, and a partial file is never read.
+and modification times), the image size, the crop options and the data files' names and
+content (the digests of their records the converter's manifests hold, else read from the
+files; ``library.feature_cache``): a change of any computes a new one, and a partial file is
+never read.
 
 Training augmentation: ``cached_views`` 0 trains on the evaluation's centre crop of every
 image (no augmentation: the fastest caching pass, the most prone to overfit); K > 0 stores
@@ -62,7 +63,7 @@ def cache_path(params, mode) -> str:
     training = mode == ModeKeys.TRAIN
     option = "train_data" if training else "eval_data"
     description = {
-        "data": feature_cache.file_signatures(tf.io.gfile.glob(params[option])),
+        "data": feature_cache.records_signatures(tf.io.gfile.glob(params[option])),
         "module": module_description(params),
         "image_size": params["image_size"],
         "views": [params["cached_views"], params["min_crop_area"], params["random_flip"], params["random_seed"]]

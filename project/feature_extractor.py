@@ -33,7 +33,7 @@ DEFAULT_IMAGE_SIZE = 224  # where image_size is null and the network or module d
 OFFLINE_HINT = (
     "without internet, make a pretrained module from Keras Applications weights (python -m library.hub_module "
     "--keras_application MobileNetV2 --weights PATH.h5 --image_size 224 --output DIR) and set --hub_module DIR, "
-    "or train from scratch with --hub_module small_cnn --fine_tuning (README: Pretrained feature extractors)"
+    "or train from scratch with --hub_module small_cnn --fine_tuning (docs/pretrained-modules.md)"
 )
 
 
@@ -80,7 +80,7 @@ def check(params) -> list:
             f"hub_module {name} starts from random weights and fine_tuning is False: only the head would train, "
             "on random features; train it from scratch with --fine_tuning, or use a pretrained module "
             "(a tfhub.dev TF1 image module, python -m library.hub_module --keras_application, or a model of yours "
-            "exported with --mode export_hub; README: Pretrained feature extractors)"
+            "exported with --mode export_hub; docs/pretrained-modules.md)"
         )
     if extractor.random_weights and params["head_epochs"]:
         raise ValueError(f"head_epochs {params['head_epochs']}: hub_module {name} starts from random weights, so a "

@@ -37,7 +37,7 @@ HYPERPARAMETER_OPTIONS = (
            "null: a module's own size, else 224", HP, valid=AT_LEAST_1),
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("cache_features", bool, True, "while the module is frozen (fine_tuning False), compute its features of "
-           "every image once, beside model_dir, and train and evaluate the head on them (README: Feature cache)", HP),
+           "every image once, beside model_dir, and train and evaluate the head on them (docs/feature-cache.md)", HP),
     Option("head_epochs", int, 0, "fine_tuning: first train the head alone this many epochs on the frozen module's "
            "cached features (in model_dir/head), then the whole network from that head for train_epochs; 0: from a "
            "new head at once", HP, valid=NON_NEGATIVE),

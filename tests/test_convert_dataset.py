@@ -5,6 +5,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,8 +16,11 @@ import pytest
 from PIL import ExifTags, Image
 
 import convert_dataset
+from library import dataset_split, image_digest
+from library.tfrecord_writer import records_digest
 from project import record_schema
 from tests.conftest import ROOT, tf
+from tests.library.test_image_digest import photo
 from tests.library.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
 
 MAX_EDGE = 64
@@ -222,6 +226,21 @@ def test_manifest_accounts_for_every_file(messy, messy_records):
     assert [entry["file"] for entry in manifest["skipped"]] == sorted(SKIPPED)
     for entry in manifest["skipped"]:
         assert SKIPPED[entry["file"]] in entry["reason"]
+    assert (manifest["role"], manifest["validation_percentage"], manifest["duplicates_of_training"]) == ("train", None, [])
+
+
+def test_manifest_holds_each_shards_records_digest_and_each_images_digest(messy, messy_records):
+    manifest = manifest_of(messy[0])
+    for shard in manifest["shards"]:
+        assert shard["records_sha256"] == records_digest(tf.compat.v1.io.tf_record_iterator(str(messy[0] / shard["file"])))
+    assert len({shard["records_sha256"] for shard in manifest["shards"]}) == 8
+    digests = manifest["image_digests"]
+    assert sorted(digests) == sorted(USABLE)
+    by_name = {record[record_schema.FILENAME].decode(): record for record in messy_records}
+    for name in USABLE:  # the digest of the picture stored (re-encoded ones: before their JPEG encoding)
+        stored = image_digest.of(Image.open(io.BytesIO(by_name[name][record_schema.ENCODED])))
+        limit = 0 if name in ("cat/photo.jpg", "dog/猫と犬 ünïcode.jpg") else 10  # stored byte for byte, or not
+        assert image_digest.differing_bits(digests[name], stored) <= limit
 
 
 # --- label ids across separately converted sets ---
@@ -237,6 +256,7 @@ def test_a_test_set_missing_a_class_gets_the_training_label_ids(tmp_path):
     assert (tmp_path / "test/labels.txt").read_text() == "cat\ndog\nvögel\n"
     assert manifest_of(tmp_path / "test")["images_per_class"] == {"cat": 0, "dog": 1, "vögel": 0}
     assert "warning" not in stderr  # classes absent from a test set are expected
+    assert f"note: no training manifest with image digests beside --labels_file {tmp_path}/labels.txt" in stderr
 
 
 # --- same seed, same bytes ---
@@ -330,7 +350,6 @@ def labels_file_with(text):
          r"class folder\(s\) horse of --dataset_dir \S+ are not in --labels_file \S+labels.txt; add them"),
         (nothing_usable, ("--labels_file", "{root}/missing.txt"), r"--labels_file cannot read \S+missing.txt"),
         (nothing_usable, (), r"none of the files below --dataset_dir \S+ is a usable image; reasons in \S+\.json"),
-        (no_files, ("--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0 \(see convert_dataset.py --help\)"),
         (class_folder_named("new\nline"), (), r"class folder 'new\\nline' contains a control character \(U\+000A\); "
                                                r"rename it in --dataset_dir \S+ \(folder names are class names\)"),
         (class_folder_named(" "), (), r"class folder ' ' is blank; rename it in --dataset_dir"),
@@ -343,7 +362,7 @@ def labels_file_with(text):
          r"--labels_file \S+labels.txt, line 2 ' ' is blank; fix it"),
     ],
     ids=["missing", "empty", "no-class-folders", "no-files", "class-not-in-labels", "missing-labels-file",
-         "nothing-usable", "bad-max-edge", "newline-in-folder", "blank-folder", "labels-normalization-duplicate",
+         "nothing-usable", "newline-in-folder", "blank-folder", "labels-normalization-duplicate",
          "labels-duplicate", "labels-blank-line"],
 )
 def test_bad_input_is_a_one_line_error(tmp_path, make, extra, message):
@@ -386,6 +405,261 @@ def test_a_bad_output_folder_is_refused_before_any_work(tmp_path, output, messag
     code, _, stderr = convert(tmp_path / "data", tmp_path / output)
     assert code == 1
     assert re.fullmatch(rf"error: {message}.*\n", stderr)
+
+
+# --- one folder split into sets by file name ---
+
+
+def split(dataset, output, *extra) -> tuple:
+    """Run the converter on one folder to split (no --tfrecord_filename) with MAX_EDGE and ``extra``."""
+    return run("--dataset_dir", dataset, "--tfrecord_dir", output, "--max_edge", MAX_EDGE, "--num_workers", 2, *extra)
+
+
+def sets_of_records(directory, names=dataset_split.SETS) -> dict:
+    """{file name stored: set} of every record of the sets ``names`` in ``directory``."""
+    return {record[record_schema.FILENAME].decode(): name for name in names for record in read_records(directory, name)}
+
+
+def split_tree(root, classes=("cat", "dog", "fish"), per_class=20, seed=0) -> list:
+    """``per_class`` small PNGs in each class folder (one nested, two variants of one photo); their paths."""
+    files = []
+    for offset, class_name in enumerate(classes):
+        for index in range(per_class):
+            files.append(f"{class_name}/{'nested/' if index == 0 else ''}{seed}_{index}.png")
+        files += [f"{class_name}/burst{seed}_nohash_1.png", f"{class_name}/burst{seed}_nohash_2.png"]
+    for number, relative in enumerate(files):
+        save(root / relative, noise((12, 10), seed=seed * 1000 + number), "PNG")
+    return files
+
+
+@pytest.fixture(scope="module")
+def split_once(tmp_path_factory):
+    """(folder, files, output, exit code, stdout, stderr) of a tree split 25 % / 15 % / rest."""
+    root = tmp_path_factory.mktemp("split")
+    files = split_tree(root / "photos")
+    outcome = split(root / "photos", root / "records", "--validation_percentage", 25, "--test_percentage", 15)
+    return (root / "photos", files, root / "records", *outcome)
+
+
+def test_a_split_folder_becomes_three_sets_one_labels_file_and_a_manifest_each(split_once):
+    _, files, output, code, stdout, stderr = split_once
+    assert code == 0, stderr
+    assert sorted(os.listdir(output)) == sorted(
+        ["labels.txt"] + [f"{name}-manifest.json" for name in dataset_split.SETS]
+        + [f"{name}-{index:05d}-of-{count:05d}.tfrecord" for name, count in (("train", 8), ("validation", 8),
+                                                                             ("test", 8)) for index in range(count)])
+    assert record_schema.read_labels(str(output / "labels.txt")) == ["cat", "dog", "fish"]
+    stored = sets_of_records(output)
+    expected = {relative: dataset_split.set_of(relative.split("/", 1)[1], 25, 15) for relative in files}
+    assert stored == expected  # every file once, in the set its path inside the class folder hashes to
+    assert stored["cat/burst0_nohash_1.png"] == stored["cat/burst0_nohash_2.png"]  # variants stay together
+    for name in dataset_split.SETS:
+        manifest = manifest_of(output, name)
+        assert (manifest["role"], manifest["validation_percentage"], manifest["test_percentage"]) == (name, 25, 15)
+        by_class = {class_name: sum(1 for relative, set_name in expected.items()
+                                    if set_name == name and relative.startswith(class_name + "/"))
+                    for class_name in ("cat", "dog", "fish")}
+        assert manifest["images_per_class"] == by_class and manifest["total_images"] == sum(by_class.values())
+    counts = {name: manifest_of(output, name)["total_images"] for name in dataset_split.SETS}
+    assert counts == {"train": 36, "validation": 21, "test": 9}  # of 66: 55 / 32 / 14 %, a hash, not a quota
+    table = stdout.splitlines()
+    assert table[0].split() == ["class", "train", "validation", "test"]
+    assert table[-2].split() == ["total", "36", "21", "9"]
+    assert re.fullmatch(r"images: 66, skipped: 0, shards: 24, .*", table[-1])
+
+
+def test_the_split_stays_when_files_are_added_and_on_another_run(split_once, tmp_path):
+    photos, files, output = split_once[:3]
+    added = split_tree(tmp_path / "more", classes=("cat", "fish"), per_class=5, seed=1)
+    shutil.copytree(photos, tmp_path / "photos")
+    shutil.copytree(tmp_path / "more", tmp_path / "photos", dirs_exist_ok=True)
+    code, _, stderr = split(tmp_path / "photos", tmp_path / "records", "--validation_percentage", 25,
+                            "--test_percentage", 15, "--num_workers", 1)
+    assert code == 0, stderr
+    before, after = sets_of_records(output), sets_of_records(tmp_path / "records")
+    assert sorted(after) == sorted(files + added)
+    assert {relative: after[relative] for relative in files} == before  # no file moved
+    for name in dataset_split.SETS:  # and the records of the same files are the same bytes
+        assert manifest_of(output, name)["image_digests"].items() <= manifest_of(tmp_path / "records", name)[
+            "image_digests"].items()
+
+
+def test_a_class_with_no_image_in_an_evaluation_set_is_named_in_a_warning(tmp_path):
+    names = [f"{index}.png" for index in range(40)]
+    staying = [name for name in names if dataset_split.set_of(name, 10, 0) == "train"][:3]
+    for relative in [f"big/{name}" for name in names] + [f"small/{name}" for name in staying]:
+        save(tmp_path / "data" / relative, noise((12, 10), seed=len(relative)), "PNG")
+    code, _, stderr = split(tmp_path / "data", tmp_path / "out", "--validation_percentage", 10)
+    assert code == 0, stderr
+    assert ("warning: no image of class(es) small in the validation set (too few images for 10 %, or all left out "
+            "as duplicates); it measures nothing of them\n") in stderr
+    assert manifest_of(tmp_path / "out", "validation")["images_per_class"]["small"] == 0
+    assert not list((tmp_path / "out").glob("test-*"))  # a set of 0 % is not written
+
+
+def test_a_set_of_0_percent_leaves_no_earlier_set_of_its_name(tmp_path):
+    split_tree(tmp_path / "data", per_class=6)
+    assert split(tmp_path / "data", tmp_path / "out", "--validation_percentage", 20, "--test_percentage", 30)[0] == 0
+    assert manifest_of(tmp_path / "out", "test")["total_images"] > 0
+    assert split(tmp_path / "data", tmp_path / "out", "--test_percentage", 30)[0] == 0
+    assert sorted(name.split("-")[0] for name in os.listdir(tmp_path / "out") if name.endswith(".json")) == [
+        "test", "train"]
+    assert not list((tmp_path / "out").glob("validation*"))
+    assert manifest_of(tmp_path / "out", "test")["validation_percentage"] == 0
+
+
+@pytest.mark.parametrize("extra, message", [
+    (("--tfrecord_filename", "train", "--max_edge", "0"), r"argument --max_edge: must be at least 1, got 0"),
+    (("--validation_percentage", "-1"), r"argument --validation_percentage: must be in \[0, 100\), got -1"),
+    (("--validation_percentage", "100"), r"argument --validation_percentage: must be in \[0, 100\), got 100"),
+    (("--test_percentage", "nan"), r"argument --test_percentage: must be in \[0, 100\), got nan"),
+    (("--test_percentage", "ten"), r"argument --test_percentage: must be a number, got 'ten'"),
+    (("--validation_percentage", "60", "--test_percentage", "40"),
+     r"--validation_percentage 60 and --test_percentage 40 sum to 100 or more, leaving no training images; lower them"),
+    (("--validation_percentage", "20", "--tfrecord_filename", "train"),
+     r"argument --tfrecord_filename: a split folder's sets are named train, validation and test; leave it out.*"),
+    ((), r"the following arguments are required: --tfrecord_filename \(or split the folder with --validation_percentage\)"),
+    (("--tfrecord_filename", "train", "--drop_duplicates"),
+     r"argument --drop_duplicates: there is no evaluation set to drop images from; split the folder .*"),
+    (("--validation_percentage", "0", "--drop_duplicates"), r"argument --drop_duplicates: there is no evaluation set.*"),
+], ids=["max-edge", "negative", "100", "nan", "not-a-number", "sum-100", "name-and-split", "neither", "drop-no-eval",
+        "drop-0-percent"])
+def test_command_line_mistakes_are_one_line_usage_errors_before_anything_runs(tmp_path, extra, message):
+    write(tmp_path / "data/cat/a.jpg", encoded(noise((8, 8)), "JPEG"))
+    code, stdout, stderr = run("--dataset_dir", tmp_path / "data", "--tfrecord_dir", tmp_path / "out",
+                               "--max_edge", MAX_EDGE, *extra)
+    assert (code, stdout) == (2, "")
+    assert re.fullmatch(rf"error: {message} \(see convert_dataset.py --help\)\n", stderr)
+    assert not (tmp_path / "out").exists()
+
+
+# --- evaluation images that are training images: real photos, copied ---
+
+
+TRAINING_PHOTOS = {"colour": ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png"],
+                   "grey": ["camera.png", "moon.png", "coins.png", "grass.png", "brick.png"]}
+COPIED = ["colour/astronaut.png", "colour/chelsea.png", "colour/coffee.png", "grey/camera.png", "grey/moon.png"]
+
+
+def jpeg_at_quality_60(relative) -> Image.Image:
+    """The scikit-image photo named by ``relative`` ("class/name"), re-encoded at JPEG quality 60 and read back."""
+    return Image.open(io.BytesIO(encoded(photo(relative.split("/")[1]), "JPEG", quality=60)))
+
+
+def stem(relative) -> str:
+    return relative.split("/")[1].split(".")[0]
+
+
+@pytest.fixture(scope="module")
+def photos_converted(tmp_path_factory):
+    """A training folder of 10 real photos converted; a test folder of 5 of them re-encoded at JPEG quality 60 and 3
+    other pictures (the other photo of a stereo pair, a mirrored training photo, a new photo)."""
+    root = tmp_path_factory.mktemp("photos")
+    for class_name, names in TRAINING_PHOTOS.items():
+        for name in names:
+            save(root / "train" / class_name / name, photo(name), "PNG")
+    for relative in COPIED:
+        save(root / "test" / relative.split("/")[0] / f"{stem(relative)}_copy.jpg", jpeg_at_quality_60(relative), "JPEG")
+    save(root / "test/colour/motorcycle_right.png", photo("motorcycle_right.png"), "PNG")
+    save(root / "test/colour/astronaut_mirrored.jpg", photo("astronaut.png").transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+         "JPEG")
+    save(root / "test/grey/gravel.png", photo("gravel.png"), "PNG")
+    code, _, stderr = run("--dataset_dir", root / "train", "--tfrecord_filename", "train", "--tfrecord_dir",
+                          root / "records/train", "--max_edge", 128, "--num_workers", 2)
+    assert code == 0, stderr
+    return root
+
+
+def convert_test_photos(root, output, *extra) -> tuple:
+    """Convert the test folder as a second run tied to the training run by its labels file."""
+    return run("--dataset_dir", root / "test", "--tfrecord_filename", "test", "--tfrecord_dir", output,
+               "--max_edge", 128, "--num_workers", 2, "--labels_file", root / "records/train/labels.txt", *extra)
+
+
+def test_five_training_photos_reencoded_in_the_test_set_are_five_duplicates(photos_converted, tmp_path):
+    root = photos_converted
+    code, _, stderr = convert_test_photos(root, tmp_path)
+    assert code == 0, stderr
+    assert (f"warning: images also in the training set (the same picture, re-encoded, resized or not): 5 (test 5); "
+            f"listed under duplicates_of_training in {tmp_path}/test-manifest.json; --drop_duplicates leaves them out"
+            "\n") in stderr
+    manifest = manifest_of(tmp_path, "test")
+    assert (manifest["role"], manifest["total_images"], manifest["duplicates_dropped"]) == ("evaluation", 8, False)
+    duplicates = manifest["duplicates_of_training"]
+    assert [(entry["file"], entry["training_file"]) for entry in duplicates] == sorted(
+        (f"{relative.split('/')[0]}/{stem(relative)}_copy.jpg", f"{root}/train/{relative}") for relative in COPIED)
+    assert all(0 <= entry["differing_bits"] <= image_digest.MAX_DIFFERING_BITS // 2 for entry in duplicates)
+    assert len(read_records(tmp_path, "test")) == 8  # reported, still there
+
+
+def test_drop_duplicates_leaves_them_out_of_the_test_set(photos_converted, tmp_path):
+    code, stdout, stderr = convert_test_photos(photos_converted, tmp_path, "--drop_duplicates")
+    assert code == 0, stderr
+    assert (f"duplicates of training images left out: 5 (test 5); listed under duplicates_of_training in "
+            f"{tmp_path}/test-manifest.json\n") in stderr
+    assert "warning" not in stderr
+    manifest = manifest_of(tmp_path, "test")
+    assert (manifest["total_images"], manifest["duplicates_dropped"], len(manifest["duplicates_of_training"])) == (
+        3, True, 5)
+    stored = sorted(record[record_schema.FILENAME].decode() for record in read_records(tmp_path, "test"))
+    assert stored == ["colour/astronaut_mirrored.jpg", "colour/motorcycle_right.png", "grey/gravel.png"]
+    assert stdout.startswith("images: 3, skipped: 0,")
+
+
+def test_a_split_finds_training_photos_copied_into_its_evaluation_sets(tmp_path):
+    def named_into(wanted, prefix):  # the first name of this form the split puts into ``wanted``
+        return next(f"{prefix}{index}.jpg" for index in range(1000)
+                    if dataset_split.set_of(f"{prefix}{index}.jpg", 30, 20) == wanted)
+
+    originals = {}
+    for class_name, names in TRAINING_PHOTOS.items():
+        for name in names:
+            originals[name] = f"{class_name}/{named_into('train', stem('/' + name) + '_')}"
+            save(tmp_path / "data" / originals[name], photo(name), "JPEG", quality=95)
+    copies = {"validation": ["chelsea.png", "moon.png"], "test": ["rocket.jpg"]}
+    for wanted, names in copies.items():
+        for name in names:
+            relative = f"{originals[name].split('/')[0]}/{named_into(wanted, 'copy_of_' + stem('/' + name) + '_')}"
+            save(tmp_path / "data" / relative, photo(name).resize((200, 150)), "PNG")  # resized, and a PNG
+    code, _, stderr = split(tmp_path / "data", tmp_path / "out", "--validation_percentage", 30, "--test_percentage", 20,
+                            "--drop_duplicates")
+    assert code == 0, stderr
+    assert "duplicates of training images left out: 3 (validation 2, test 1); listed under duplicates_of_training in " in stderr
+    for wanted, names in copies.items():
+        manifest = manifest_of(tmp_path / "out", wanted)
+        assert sorted(entry["training_file"] for entry in manifest["duplicates_of_training"]) == sorted(
+            originals[name] for name in names)
+        assert manifest["total_images"] == 0 and not read_records(tmp_path / "out", wanted)
+    assert manifest_of(tmp_path / "out", "train")["total_images"] == 10
+    assert "note:" not in stderr
+
+
+def test_a_training_set_converted_again_in_place_is_not_its_own_duplicate(photos_converted, tmp_path):
+    shutil.copytree(photos_converted / "records/train", tmp_path / "train")
+    code, _, stderr = run("--dataset_dir", photos_converted / "train", "--tfrecord_filename", "train",
+                          "--tfrecord_dir", tmp_path / "train", "--max_edge", 128, "--num_workers", 2,
+                          "--labels_file", tmp_path / "train/labels.txt")
+    assert code == 0, stderr
+    assert "images also in the training set" not in stderr and "note: no training manifest" in stderr
+    assert manifest_of(tmp_path / "train")["duplicates_of_training"] == []
+
+
+@pytest.mark.parametrize("damage, error", [
+    (lambda manifest: "{", "JSONDecodeError"),
+    (lambda manifest: json.dumps({**manifest, "image_digests": {"colour/chelsea.png": "not hex"}}), "ValueError"),
+    (lambda manifest: json.dumps({key: value for key, value in manifest.items() if key != "image_digests"}), "KeyError"),
+], ids=["not-json", "bad-digest", "no-digests"])
+def test_a_damaged_training_manifest_beside_the_labels_file_is_a_one_line_error(photos_converted, tmp_path, damage,
+                                                                                  error):
+    shutil.copytree(photos_converted / "records/train", tmp_path / "train")
+    manifest = tmp_path / "train/train-manifest.json"
+    manifest.write_text(damage(json.loads(manifest.read_text())))
+    code, stdout, stderr = convert_test_photos(photos_converted, tmp_path / "test", "--labels_file",
+                                               tmp_path / "train/labels.txt")
+    assert (code, stdout) == (1, "")
+    assert re.fullmatch(rf"error: cannot read the manifests beside --labels_file {tmp_path}/train/labels.txt: "
+                        rf"{error}: .*; convert the training set again\n", stderr)
+    assert not (tmp_path / "test").exists() or not list((tmp_path / "test").glob("*.tfrecord"))
 
 
 # --- a killed run leaves nothing that passes for a finished shard ---

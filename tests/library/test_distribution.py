@@ -41,7 +41,7 @@ def no_tf_config(monkeypatch):
 @pytest.mark.parametrize("distribution_name, value, message", [
     ("parameter_server", None,
      "TF_CONFIG: not set; distribution parameter_server needs it to name the cluster and this task "
-     "(see README.md, Scaling out, or try python -m library.local_cluster)"),
+     "(see docs/scaling-out.md, or try python -m library.local_cluster)"),
     ("multi_worker", '{"cluster": }', "TF_CONFIG: not valid JSON (Expecting value at character 12)"),
     ("none", "[1, 2]", "TF_CONFIG: expected a JSON object with 'cluster' and 'task'"),
     ("multi_worker", {"cluster": {"chief": "host0:2222"}, "task": {"type": "chief", "index": 0}},

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import ExifTags, Image, JpegImagePlugin
 
-from library.image_files import (UnusableImage, check_class_names, list_class_folders, read_as_baseline_jpeg,
-                                 to_baseline_jpeg)
+from library import image_digest
+from library.image_files import (DatasetImage, UnusableImage, check_class_names, list_class_folders, read_for_dataset,
+                                 to_baseline_jpeg, to_dataset_image)
 from tests.conftest import tf
 
 RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
@@ -192,6 +193,16 @@ def test_unusable_files_are_rejected_with_a_reason(data, reason):
         to_baseline_jpeg(io.BytesIO(data), 64)
 
 
+def test_a_jpeg_stored_as_is_is_decoded_small_for_its_digest_yet_caught_when_truncated():
+    data = encoded(noise((320, 288)), "JPEG")
+    image = to_dataset_image(io.BytesIO(data), 384)
+    assert (image.jpeg, image.height, image.width) == (data, 288, 320)  # the file's size, not the reduced decode's
+    full = Image.open(io.BytesIO(data))
+    assert image_digest.differing_bits(image.digest, image_digest.of(full)) <= 10  # ~ the full picture's digest
+    with pytest.raises(UnusableImage, match="image file is truncated"):
+        to_dataset_image(io.BytesIO(data[:-2000]), 384)
+
+
 def test_images_over_pillows_pixel_limit_are_rejected_as_decompression_bombs(monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # Pillow refuses above twice the limit
     bomb = encoded(Image.new("RGB", (100, 100)), "PNG")
@@ -202,9 +213,10 @@ def test_images_over_pillows_pixel_limit_are_rejected_as_decompression_bombs(mon
 def test_files_are_read_from_their_path(tmp_path):
     original = encoded(noise((20, 10)), "JPEG")
     (tmp_path / "a.jpg").write_bytes(original)
-    assert read_as_baseline_jpeg(str(tmp_path / "a.jpg"), 64) == (original, 10, 20)
+    digest = image_digest.of(Image.open(io.BytesIO(original)))
+    assert read_for_dataset(str(tmp_path / "a.jpg"), 64) == DatasetImage(original, 10, 20, digest)
     with pytest.raises(UnusableImage, match="cannot open: .*No such file"):
-        read_as_baseline_jpeg(str(tmp_path / "gone.jpg"), 64)
+        read_for_dataset(str(tmp_path / "gone.jpg"), 64)
 
 
 # --- the class-folder tree ---
@@ -252,9 +264,9 @@ def test_listing_finds_each_class_folder_and_every_visible_file_below_it(tmp_pat
 def test_special_files_are_never_opened(tmp_path):
     os.mkfifo(tmp_path / "pipe.jpg")
     with pytest.raises(UnusableImage, match=r"^a FIFO, not a regular file$"):
-        read_as_baseline_jpeg(str(tmp_path / "pipe.jpg"), 64)  # returns at once: the FIFO is not opened
+        read_for_dataset(str(tmp_path / "pipe.jpg"), 64)  # returns at once: the FIFO is not opened
     with pytest.raises(UnusableImage, match=r"^a character device, not a regular file$"):
-        read_as_baseline_jpeg("/dev/zero", 64)  # would never end
+        read_for_dataset("/dev/zero", 64)  # would never end
 
 
 # --- class names ---
@@ -295,7 +307,7 @@ def test_trees_on_other_tensorflow_filesystems_are_listed_and_read_through_gfile
     found = list_class_folders(root)
 
     assert (found.classes, found.files, found.total_bytes) == (["cat"], ["cat/nested/a.jpg"], len(original))
-    assert read_as_baseline_jpeg(f"{root}/cat/nested/a.jpg", 64) == (original, 10, 20)
+    assert read_for_dataset(f"{root}/cat/nested/a.jpg", 64).jpeg == original
 
 
 def test_listing_a_missing_root_raises():

@@ -1,10 +1,11 @@
 """Sharded TFRecord output: names, order, shards visible only when complete, clean replacement."""
 
+import hashlib
 import os
 
 import pytest
 
-from library.tfrecord_writer import ShardedTFRecordWriter, shard_filename
+from library.tfrecord_writer import ShardedTFRecordWriter, records_digest, remove_set, shard_filename
 from tests.conftest import tf
 
 
@@ -24,6 +25,21 @@ def test_records_land_in_their_shards_and_untouched_shards_exist_empty(tmp_path)
     assert writer.records == [2, 0, 1, 0]
     assert writer.sizes == [os.path.getsize(path) for path in writer.paths]
     assert shard_filename("train", 3, 4) == "train-00003-of-00004.tfrecord"
+
+
+def test_each_shards_records_digest_is_known_without_reading_it_back(tmp_path):
+    with ShardedTFRecordWriter(str(tmp_path), "train", 3) as writer:
+        writer.write(0, b"a")
+        writer.write(0, b"bc")
+        writer.write(2, b"")
+    length = lambda count: count.to_bytes(8, "little")  # noqa: E731
+    assert writer.digests == [
+        hashlib.sha256(length(1) + b"a" + length(2) + b"bc").hexdigest(),
+        hashlib.sha256(b"").hexdigest(),
+        hashlib.sha256(length(0)).hexdigest(),
+    ]
+    assert writer.digests == [records_digest(records(path)) for path in writer.paths]  # what a reader computes
+    assert records_digest([b"ab", b"c"]) != records_digest([b"a", b"bc"])  # the framing tells records apart
 
 
 def test_a_shard_gets_its_name_only_when_complete(tmp_path):
@@ -78,3 +94,12 @@ def test_an_unwritable_folder_fails_on_entering(tmp_path):
     with pytest.raises(tf.errors.OpError):
         with ShardedTFRecordWriter(str(tmp_path / "file" / "shards"), "train", 2):
             pass
+
+
+def test_remove_set_removes_one_sets_shards_and_temporaries_only(tmp_path):
+    names = ["test-00000-of-00002.tfrecord", "test-00001-of-00002.tfrecord", ".test-00000-of-00001.tfrecord.tmp-0123abcd",
+             "train-00000-of-00001.tfrecord", "test-manifest.json", "test-extra-00000-of-00001.tfrecord"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    remove_set(str(tmp_path), "test", keep={"test-00001-of-00002.tfrecord"})
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:2] + names[3:])

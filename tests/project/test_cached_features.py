@@ -7,6 +7,7 @@ import shutil
 import numpy as np
 import pytest
 
+import convert_dataset
 import run
 from library import atomic_file, config, feature_cache, hub_module
 from project import cached_features, record_schema
@@ -85,7 +86,11 @@ def test_the_cache_is_keyed_by_the_data_the_module_and_the_preprocessing(project
     assert paths("--cached_views", "2") == (paths("--cached_views", "2")[0], evaluation) != (train, evaluation)
     assert paths("--cached_views", "2", "--min_crop_area", "0.5")[0] != paths("--cached_views", "2")[0]
     shard = sorted(glob.glob(str(data / "train" / "train-*.tfrecord")))[0]
-    os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(shard).st_mtime_ns + 10**9))  # the data rewritten
+    os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(shard).st_mtime_ns + 10**9))  # touched, not changed
+    assert paths() == (train, evaluation)
+    with tf.io.TFRecordWriter(shard) as writer:  # one record fewer
+        for record in list(tf.compat.v1.io.tf_record_iterator(shard))[1:]:
+            writer.write(record)
     assert paths() == (paths()[0], evaluation) and paths()[0] != train
     changed_data = paths()[0]
     other_module = tmp_path / "module"
@@ -147,3 +152,61 @@ def test_an_interrupted_computation_leaves_nothing_that_is_read(tmp_path):
     assert feature_cache.ensure(path, lambda temporary: open(temporary, "wb").write(b"whole")) is True
     assert open(path, "rb").read() == b"whole"
     assert feature_cache.ensure(path, lambda temporary: pytest.fail("computed again")) is False
+
+
+def with_labels_swapped(path) -> None:
+    """Rewrite the TFRecord file at ``path`` with labels 0 and 2 swapped: same size, other content; times kept."""
+    times = (os.stat(path).st_atime_ns, os.stat(path).st_mtime_ns)
+    records = [tf.train.Example.FromString(record) for record in tf.compat.v1.io.tf_record_iterator(path)]
+    with tf.io.TFRecordWriter(path) as writer:
+        for example in records:
+            label = example.features.feature[record_schema.LABEL].int64_list.value
+            label[0] = {0: 2, 2: 0}.get(label[0], label[0])
+            writer.write(example.SerializeToString())
+    os.utime(path, ns=times)
+
+
+@pytest.fixture
+def copied_data(project, frozen_module, tmp_path):
+    """(the tiny data set copied into tmp_path, params evaluating its copied test set on cached features)."""
+    data = tmp_path / "data"
+    shutil.copytree(project.parent / "data", data)
+    return data, params_of(project, tmp_path, "--hub_module", frozen_module, "--cache_features",
+                           "--eval_data", str(data / "test" / "test-*.tfrecord"))
+
+
+def test_test_shards_converted_again_with_swapped_labels_get_a_new_cache(project, copied_data, tmp_path):
+    data, params = copied_data
+    before = cached_features.cache_path(params, EVAL)
+    shards = sorted(glob.glob(str(data / "test" / "*")))
+    stats = {path: os.stat(path) for path in shards}
+    (tmp_path / "swapped.txt").write_text("red\ngreen\nblue\n")  # the training set's labels.txt, reversed
+    assert convert_dataset.main(["--dataset_dir", str(project.parent / "images" / "test"), "--tfrecord_filename", "test",
+                                 "--tfrecord_dir", str(data / "test"), "--max_edge", "20", "--num_shards", "2",
+                                 "--num_workers", "1", "--labels_file", str(tmp_path / "swapped.txt")]) == 0
+    for path in shards:  # same files, same sizes, their times restored: only the content tells
+        os.utime(path, ns=(stats[path].st_atime_ns, stats[path].st_mtime_ns))
+        assert os.path.getsize(path) == stats[path].st_size
+    assert sorted(glob.glob(str(data / "test" / "*"))) == shards
+    after = cached_features.cache_path(params, EVAL)
+    assert after != before
+    assert cached_features.cache_path(params, EVAL) == after  # the same content, the same cache
+
+
+def test_shards_without_a_manifest_are_keyed_by_reading_their_records(copied_data):
+    data, params = copied_data
+    with_manifest = cached_features.cache_path(params, EVAL)
+    os.remove(data / "test" / "test-manifest.json")
+    assert cached_features.cache_path(params, EVAL) == with_manifest  # the digests read equal those recorded
+    for path in sorted(glob.glob(str(data / "test" / "test-*.tfrecord"))):
+        with_labels_swapped(path)
+    assert cached_features.cache_path(params, EVAL) != with_manifest
+
+
+def test_a_shard_changed_since_its_manifest_is_read_not_trusted(copied_data):
+    data, params = copied_data
+    before = cached_features.cache_path(params, EVAL)
+    shard = sorted(glob.glob(str(data / "test" / "test-*.tfrecord")))[0]
+    with_labels_swapped(shard)
+    os.utime(shard, ns=(os.stat(shard).st_atime_ns, os.stat(data / "test" / "test-manifest.json").st_mtime_ns + 10**9))
+    assert cached_features.cache_path(params, EVAL) != before  # newer than its manifest: its records are read
