@@ -3,7 +3,7 @@
 
 import sys
 
-from library import config, run_loop
+from library import config, run_loop, training_phases
 from library.run_options import RUN_LOOP_OPTIONS
 from project.experiment import ImageClassifier
 
@@ -18,6 +18,9 @@ def main(argv=None) -> int:
         return 2
     if print_config:
         print(config.format_config(settings))
+        phases = training_phases.describe(experiment.training_phases(settings.as_dict()), settings)
+        if phases:
+            print(phases)
         return 0
     return run_loop.main(settings, experiment)
 
