@@ -5,7 +5,7 @@ import sys
 
 from library.configuration import config
 from library.configuration.run_options import RUN_LOOP_OPTIONS
-from library.training import run_loop
+from library.training import phases as training_phases, run_loop
 from project.experiment import ImageClassifier
 
 
@@ -19,6 +19,9 @@ def main(argv=None) -> int:
         return 2
     if print_config:
         print(config.format_config(settings))
+        phases = training_phases.describe(experiment.training_phases(settings.as_dict()), settings)
+        if phases:
+            print(phases)
         return 0
     return run_loop.main(settings, experiment)
 

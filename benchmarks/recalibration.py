@@ -1,7 +1,8 @@
 """Row 6: what batch-norm recalibration adds to an evaluation in the run loop.
 
-The `default` set with its feature extractor fine-tuned (``--fine_tuning``: batch norm runs
-on batch statistics in training, so there is something to recalibrate) evaluates a
+The `default` set with its feature extractor fine-tuned on batch statistics (``--fine_tuning
+--fine_tuning_batch_norm train``: moving averages updated in training, so there is something to
+recalibrate; the default for a pretrained module keeps them frozen) evaluates a
 checkpoint of its own (one training step) on the benchmark records, as the run loop does at
 the end of a training cycle (``library/training/cycles.py``: graphs and sessions built once,
 timed here after a first, untimed evaluation), twice:
@@ -35,7 +36,8 @@ ModeKeys = tf.estimator.ModeKeys
 
 TEXT = RowText(
     method=(
-        "The `default` set fine-tuned (`--fine_tuning`, {model}, {image_size}x{image_size}): a checkpoint evaluated "
+        "The `default` set fine-tuned on batch statistics (`--fine_tuning --fine_tuning_batch_norm train`, {model}, "
+        "{image_size}x{image_size}): a checkpoint evaluated "
         "over the {images:,} benchmark records as the run loop evaluates it at the end of a training cycle (graphs "
         "and sessions built once, by a first evaluation left out of the timing; the report included), with "
         "batch-norm recalibration first ({batches} batches of {train_batch_size} training images through the "
@@ -62,7 +64,7 @@ TEXT = RowText(
 
 def row(context) -> dict:
     """Row 6: evaluation time with batch-norm recalibration / evaluation alone (a ratio of seconds)."""
-    settings, params = project_config.settings_and_params(context, "--fine_tuning")
+    settings, params = project_config.settings_and_params(context, "--fine_tuning", "--fine_tuning_batch_norm", "train")
     run = run_loop.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
     params = run.params
     batches = settings.batch_norm_recalibration_batches

@@ -134,6 +134,7 @@ def cycles_run(records: str, work_dir: str, epochs: int, between: int, *extra: s
             "--labels_file", os.path.join(records, "train", "labels.txt"), "--hub_module", "small_cnn", "--fine_tuning",
             "--train_batch_size", str(CYCLES_BATCH), "--random_seed", "0",
             "--train_epochs", str(epochs), "--epochs_between_evals", str(between),
+            "--early_stopping_evaluations", "0",  # every run trains all its epochs
             "--model_dir", os.path.join(out, "model"), "--best_model_dir", os.path.join(out, "best"), *extra]
     try:
         with timed_steps() as events:

@@ -6,9 +6,24 @@ nothing else of the project. Everything the library does not need stays in the p
 """
 
 import abc
+import dataclasses
 from typing import Optional
 
 from library.configuration.config import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """One part of a training run that trains in phases (e.g. a new head on a frozen network, then the whole network).
+
+    Each phase is a training run of its own option values, with its own global steps, epochs and evaluations;
+    every phase but the last keeps its checkpoints in ``model_dir/<name>``, the last in model_dir itself. A phase
+    after the first starts its trainable variables from the previous phase's last checkpoint (its optimizer afresh).
+    """
+
+    name: str  # marks the phase's evaluations (evaluations.jsonl, printed lines, the best snapshot's record)
+    values: dict  # option values that differ from the run's own (the last phase: none)
+    summary: str  # what the phase trains, one line for --print_config
 
 
 class Experiment(abc.ABC):
@@ -62,6 +77,16 @@ class Experiment(abc.ABC):
         head's kernel (features x classes): checked before anything is restored, so a checkpoint of other classes is
         refused in one line naming both shapes."""
         return {}
+
+    def updates_batch_norm(self, params) -> bool:
+        """Whether training updates batch-norm moving averages, which each evaluation then recalibrates; False spares
+        building a recalibration graph that would find nothing to recalibrate. True when unknown."""
+        return True
+
+    def training_phases(self, values: dict) -> tuple:
+        """The :class:`Phase` s a training run with these option values goes through, in order; empty for one
+        training of the run's own values (no phases)."""
+        return ()
 
     def describe(self, params) -> str:
         """A line printed when training starts (e.g. which network is used); empty for none."""

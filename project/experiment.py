@@ -14,8 +14,8 @@ from library.data import manifest as manifests
 from library.data.tfrecord_writer import parse_shard_filename
 from library.experiment import Experiment
 from library.tensorflow_env import import_tensorflow
-from project import (cached_features, feature_extractor, input_benchmark, input_fn as inputs, model_fn as model, raw_images,
-                     record_schema, tflite_model)
+from project import (cached_features, feature_extractor, fine_tuning, input_benchmark, input_fn as inputs, model_fn as model,
+                     raw_images, record_schema, tflite_model)
 from project.options import HYPERPARAMETER_OPTIONS, PROJECT_OPTIONS
 
 tf = import_tensorflow()
@@ -83,6 +83,15 @@ class ImageClassifier(Experiment):
         for option in ("train_data", "eval_data"):
             check_one_conversion(params[option], option)
         return params
+
+    def updates_batch_norm(self, params) -> bool:
+        """Only a module fine-tuned on batch statistics updates its moving averages (the head has no batch norm)."""
+        return feature_extractor.trains_batch_norm(params)
+
+    def training_phases(self, values: dict) -> tuple:
+        """With fine_tuning and head_epochs: the head first on cached features, then the whole network
+        (project/fine_tuning.py)."""
+        return fine_tuning.phases(values)
 
     def describe(self, params) -> str:
         """The line printed when training starts: which feature extractor, signature, output and sizes."""

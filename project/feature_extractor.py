@@ -24,8 +24,11 @@ import sys
 
 from library.hub import hub_module, image_module
 from library.hub.image_module import ModuleNotFetchedError, NotAModuleError
+from project import fine_tuning
 from project.networks import NETWORKS, OPTIONS_OF, PRETRAINED, layers
 
+BATCH_NORM_DESCRIPTIONS = {fine_tuning.FROZEN: "frozen (the module's stored statistics)",
+                           fine_tuning.TRAIN: "on batch statistics (moving averages updated)"}
 DEFAULT_IMAGE_SIZE = 224  # where image_size is null and the network or module does not fix a size
 OFFLINE_HINT = (
     "without internet, make a pretrained module from Keras Applications weights (python -m library.hub.write_module "
@@ -79,13 +82,29 @@ def check(params) -> list:
             "(a tfhub.dev TF1 image module, python -m library.hub.write_module --keras_application, or a model of yours "
             "exported with --mode export_hub; docs/pretrained-modules.md)"
         )
+    if extractor.random_weights and params["head_epochs"]:
+        raise ValueError(f"head_epochs {params['head_epochs']}: hub_module {name} starts from random weights, so a "
+                         "head trained first on its features learns nothing; set head_epochs 0")
     size, warnings = input_image_size(params), []
     if params["image_size"] not in (None, size):
         warnings.append(f"warning: image_size {params['image_size']} is not used: module {name} takes {size}x{size} images")
-    if params["fine_tuning"] and not extractor.use.has_train_variant:
+    if params["head_epochs"] and not params["fine_tuning"]:
+        warnings.append(f"warning: head_epochs {params['head_epochs']} is not used: with fine_tuning False the whole "
+                        "run trains the head alone")
+    if trains_batch_norm(params) and not extractor.use.has_train_variant:
         warnings.append(f"warning: module {name} has no 'train' graph variant: fine-tuning runs its inference graph, "
                         "so its batch-norm statistics stay as loaded")
     return warnings
+
+
+def trains_batch_norm(params) -> bool:
+    """Whether fine-tuning runs the module's batch norm on batch statistics, updating its moving averages."""
+    return params["fine_tuning"] and batch_norm_mode(params) == fine_tuning.TRAIN
+
+
+def batch_norm_mode(params) -> str:
+    """How the module's batch norm runs while fine-tuning: ``frozen`` or ``train`` (project/fine_tuning.py)."""
+    return fine_tuning.batch_norm_mode(params, resolve(params).random_weights)
 
 
 def describe(params) -> str:
@@ -99,7 +118,8 @@ def describe(params) -> str:
         f"({'random weights, trained from scratch' if extractor.random_weights else 'pretrained'}); "
         f"signature {use.signature}, output {use.output}: {use.feature_size} features; "
         f"input {size}x{size} ({origin}); "
-        + ("fine-tuned with the head" if params["fine_tuning"] else "frozen, only the head trains")
+        + (f"fine-tuned with the head, batch norm {BATCH_NORM_DESCRIPTIONS[batch_norm_mode(params)]}"
+           if params["fine_tuning"] else "frozen, only the head trains")
     )
 
 

@@ -15,14 +15,19 @@ The features are the output of the module signature that ``feature_extractor`` p
 (TF Hub's ``image_feature_vector`` convention, or ``hub_signature`` / ``hub_output``).
 fine_tuning False: the module is instantiated untrainable with its inference graph, so
 its variables, batch-norm moving averages included, stay as loaded; only the head learns.
-fine_tuning True: in training the module's ``train`` graph runs (batch statistics) and its
-moving-average updates join the train op with the other UPDATE_OPS; the module's own
-regularization losses (imported by hub.Module when trainable) join the loss. A module
-without a ``train`` variant is fine-tuned through its inference graph.
+fine_tuning True: the module's variables train too, and its own regularization losses
+(imported by hub.Module when trainable) join the loss. With ``fine_tuning_batch_norm`` train,
+in training the module's ``train`` graph runs (batch statistics) and its moving-average
+updates join the train op with the other UPDATE_OPS (a module without a ``train`` variant
+is fine-tuned through its inference graph); with frozen, the inference graph runs, its
+stored statistics untouched (project/fine_tuning.py). The module's variables learn at
+``module_learning_rate_multiplier`` times the head's rate (one optimizer per part,
+``library/training/part_optimizers.py``).
 """
 
 from library.distribution import towers
 from library.hub import hub_module
+from library.training import part_optimizers
 from library.tensorflow_env import import_tensorflow
 from project import feature_extractor, preprocessing
 from project.networks import layers
@@ -90,11 +95,11 @@ def extract_features(features, training, params):
 def feature_module(training, params):
     """The hub.Module of ``params["hub_module"]`` in this graph, trainable when fine-tuning."""
     extractor = feature_extractor.resolve(params)
-    fine_tuning, use = params["fine_tuning"], extractor.use
+    batch_statistics = training and feature_extractor.trains_batch_norm(params) and extractor.use.has_train_variant
     return towers.create_once(MODULE_SCOPE, lambda: hub.Module(  # one module, one set of variables, for all towers
         extractor.spec,
-        trainable=fine_tuning,
-        tags=hub_module.TRAIN_TAGS if training and fine_tuning and use.has_train_variant else None,
+        trainable=params["fine_tuning"],
+        tags=hub_module.TRAIN_TAGS if batch_statistics else None,
         name=MODULE_SCOPE,
     ))
 
@@ -138,22 +143,39 @@ def train_op(loss, params):
     global_step = v1.train.get_or_create_global_step()
     rate = learning_rate(params, global_step)
     v1.summary.scalar("learning_rate", rate)
-    optimizer = towers.optimizer(lambda: with_mixed_precision(_OPTIMIZERS[params["optimizer"]](rate, params), params))
+    optimizer = towers.optimizer(lambda: with_mixed_precision(optimizer_of_parts(rate, params), params))
     with tf.control_dependencies(v1.get_collection(v1.GraphKeys.UPDATE_OPS)):
         return optimizer.minimize(loss, global_step=global_step)
 
 
+def optimizer_of_parts(rate, params):
+    """The optimizer at ``rate``; when fine-tuning at another rate for the module, one for the module's variables at
+    ``module_learning_rate_multiplier`` times ``rate`` and one for the rest (the head)."""
+    make = _OPTIMIZERS[params["optimizer"]]
+    multiplier = params["module_learning_rate_multiplier"]
+    if not params["fine_tuning"] or multiplier == 1:
+        return make(rate, params)
+    return part_optimizers.PartOptimizers({MODULE_SCOPE + "/": make(rate * multiplier, params), "": make(rate, params)})
+
+
 def learning_rate(params, global_step):
-    """``learning_rate`` as ``learning_rate_schedule`` shapes it over the run's ``train_steps``."""
+    """``learning_rate`` as ``learning_rate_schedule`` shapes it over the run's ``train_steps``, rising linearly from
+    0 over the first ``learning_rate_warmup_epochs``."""
     schedule = params["learning_rate_schedule"]
     initial = params["learning_rate"]
     if schedule == "cosine":
-        return v1.train.cosine_decay(initial, global_step, params["train_steps"])
-    if schedule == "exponential":
-        return v1.train.exponential_decay(
+        rate = v1.train.cosine_decay(initial, global_step, params["train_steps"])
+    elif schedule == "exponential":
+        rate = v1.train.exponential_decay(
             initial, global_step, params["steps_per_epoch"], params["learning_rate_decay"], staircase=True
         )
-    return tf.constant(initial)
+    else:
+        rate = tf.constant(initial)
+    warmup_steps = params["learning_rate_warmup_epochs"] * params["steps_per_epoch"]
+    if warmup_steps <= 0:
+        return rate
+    progress = tf.cast(global_step + 1, tf.float32) / warmup_steps  # the first step already learns a little
+    return rate * tf.minimum(1.0, progress)
 
 
 def with_mixed_precision(optimizer, params):

@@ -38,6 +38,18 @@ HYPERPARAMETER_OPTIONS = (
     Option("fine_tuning", bool, False, "train the module's variables too (False: train the head only)", HP),
     Option("cache_features", bool, True, "while the module is frozen (fine_tuning False), compute its features of "
            "every image once, beside model_dir, and train and evaluate the head on them (docs/feature-cache.md)", HP),
+    Option("head_epochs", int, 0, "fine_tuning: first train the head alone this many epochs on the frozen module's "
+           "cached features (in model_dir/head), then the whole network from that head for train_epochs; 0: from a "
+           "new head at once", HP, valid=NON_NEGATIVE),
+    Option("head_learning_rate", float, 1e-3, "head_epochs: the learning rate of those epochs", HP, valid=POSITIVE),
+    Option("fine_tuning_batch_norm", str, None, "fine_tuning: the module's batch norm; frozen: its stored statistics "
+           "(inference graph, trainable weights, nothing to recalibrate); train: batch statistics, moving averages "
+           "updated and recalibrated before each evaluation; null: frozen for a pretrained module, train for one "
+           "from random weights", HP, ("frozen", "train")),
+    Option("module_learning_rate_multiplier", float, 1.0, "fine_tuning: the module's learning rate is the head's "
+           "times this", HP, valid=POSITIVE),
+    Option("learning_rate_warmup_epochs", float, 0.0, "learning rate rising linearly from 0 over this many epochs "
+           "(then as learning_rate_schedule says); 0: none", HP, valid=NON_NEGATIVE),
     Option("learning_rate", float, 1e-3, "initial learning rate", HP, valid=POSITIVE),
     Option("learning_rate_schedule", str, "constant", "learning rate over training", HP, ("constant", "cosine", "exponential")),
     Option("learning_rate_decay", float, 0.94, "exponential schedule: factor applied per epoch", HP, valid=FRACTION),

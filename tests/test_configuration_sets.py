@@ -87,6 +87,8 @@ def test_mobilenet_hyperparameters_inherit_default():
     assert settings.dropout_rate == 0.2
     assert settings.sources["dropout_rate"] == "hyperparameters.yaml: default (inherited by mobilenet)"
     assert settings.sources["learning_rate"] == "hyperparameters.yaml: mobilenet"
+    # The fine-tuning recipe: the head first, then the network with its batch norm on stored statistics.
+    assert (settings.head_epochs, settings.fine_tuning_batch_norm) == (30, "frozen")
 
 
 def test_scientific_notation_without_dot_is_a_float():

@@ -389,13 +389,16 @@ def test_predict_csv_quotes_odd_file_names_and_gives_the_top_k(project, trained,
     assert "\n".join("\t".join(row) for row in rows) == capsys.readouterr().out.strip()
 
 
-def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys):
-    capsys.readouterr()
-    assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export"), "--model", "best") == 0
-    assert "SavedModel of" in capsys.readouterr().out
-    (saved_model,) = os.listdir(tmp_path / "export")
+def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # two exports in the same second get two folders
+    for _ in range(2):
+        capsys.readouterr()
+        assert run_main(project, tmp_path, "--mode", "export", "--export_dir", str(tmp_path / "export"),
+                        "--model", "best") == 0
+        assert "SavedModel of" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "export")) == ["1700000000", "1700000001"]
     folder = project.parent / "images" / "test"
-    outputs = serve(str(tmp_path / "export" / saved_model), [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)])
+    outputs = serve(str(tmp_path / "export" / "1700000001"), [(folder / name / "0.jpg").read_bytes() for name in sorted(COLORS)])
     assert outputs["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
     assert [name.decode() for name in outputs["class_name"]] == sorted(COLORS)
@@ -475,13 +478,14 @@ def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(pro
                             "--output", module_dir]) == 0
     for flag in ("--no-fine_tuning", "--fine_tuning"):
         out = tmp_path / flag.strip("-")
-        assert run_main(project, out, "--hub_module", module_dir, flag, "--train_epochs", "2") == 0
+        assert run_main(project, out, "--hub_module", module_dir, flag, "--fine_tuning_batch_norm", "train",
+                        "--train_epochs", "2") == 0
         stdout = capsys.readouterr().out
         assert f"feature extractor: {module_dir} (pretrained); signature image_feature_vector, output default: " \
                "1280 features; input 32x32 (fixed by the module)" in stdout
         assert "eval loss" in stdout
         # Keras batch norm fine-tuned through the module's train variant is recalibrated; frozen, it is left alone.
-        assert ("moving statistics recalibrated" if flag == "--fine_tuning" else "nothing to recalibrate") in stdout
+        assert ("moving statistics recalibrated" in stdout) == (flag == "--fine_tuning")
     assert run_main(project, tmp_path / "fine_tuning", "--hub_module", module_dir, "--mode", "export",
                     "--export_dir", str(tmp_path / "export")) == 0
     (saved_model,) = os.listdir(tmp_path / "export")

@@ -17,6 +17,8 @@ RUN_LOOP_OPTIONS = (
     Option("train_batch_size", int, 32, "global training batch size (split across replicas)", valid=AT_LEAST_1),
     Option("train_epochs", int, 1, "epochs to train in total, counting earlier interrupted runs", valid=AT_LEAST_1),
     Option("epochs_between_evals", int, 1, "epochs trained between two evaluations", valid=AT_LEAST_1),
+    Option("early_stopping_evaluations", int, 0, "end training (each phase of a phased run) when the evaluation loss "
+           "has not beaten the best snapshot's for this many evaluations in a row; 0 = off", valid=NON_NEGATIVE),
     Option("random_seed", int, None, "seed for TensorFlow, numpy, Python and every shuffle; null: not reproducible",
            valid=Range(0, 2**32 - 1)),
     Option("xla", bool, False, "XLA JIT compilation for the session"),

@@ -82,8 +82,9 @@ class BestCheckpoint:
         record = self.record
         return None if record is None else record["loss"]
 
-    def update_if_better(self, checkpoint_path: str, eval_results: dict, epoch: float) -> bool:
-        """Snapshot ``checkpoint_path`` if its evaluation loss beats the best; True if it did."""
+    def update_if_better(self, checkpoint_path: str, eval_results: dict, epoch: float, phase: Optional[str] = None) -> bool:
+        """Snapshot ``checkpoint_path`` if its evaluation loss beats the best; True if it did. ``phase``: the training
+        phase whose ``epoch`` it is, for a run in phases."""
         loss = float(eval_results["loss"])
         if not is_improvement(loss, self.best_loss):
             return False
@@ -95,7 +96,7 @@ class BestCheckpoint:
         name = _snapshot_name(source_name, previous)
         for source in sources:
             self._copy_into_place(source, name + os.path.basename(source)[len(source_name):])
-        record = snapshot_record(checkpoint_path, eval_results, epoch)
+        record = snapshot_record(checkpoint_path, eval_results, epoch, phase)
         record_path = self._path(name + RECORD_SUFFIX)
         atomic_file.write_text(record_path, json.dumps(record, indent=2) + "\n")
         self._commit(name)
@@ -181,10 +182,11 @@ def checkpoint_files(checkpoint_path: str) -> list[str]:
     return [shards[number] for number in sorted(shards)] + [index]
 
 
-def snapshot_record(checkpoint_path: str, eval_results: dict, epoch: float) -> dict:
+def snapshot_record(checkpoint_path: str, eval_results: dict, epoch: float, phase: Optional[str] = None) -> dict:
     """The JSON record of a snapshot, with numpy values turned into plain JSON numbers."""
     metrics = {key: json_ready(value) for key, value in eval_results.items() if key not in _OWN_FIELDS}
     return {
+        **({"phase": phase} if phase else {}),
         "step": int(eval_results["global_step"]),
         "epoch": float(epoch),
         "loss": float(eval_results["loss"]),

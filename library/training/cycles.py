@@ -110,7 +110,8 @@ def write_scalar_summaries(eval_dir: str, results: dict) -> None:
 
 class CyclesHook(tf.estimator.SessionRunHook):
     """Training cycles inside one ``Estimator.train`` call: a progress bar per cycle and, at the last step of every
-    cycle but the run's last (Estimator saves that one itself), a checkpoint handed to ``on_cycle_end(checkpoint)``."""
+    cycle but the run's last (Estimator saves that one itself), a checkpoint handed to ``on_cycle_end(checkpoint)``,
+    which returns True to end training there (an early stop)."""
 
     def __init__(self, plan, checkpoint_prefix: str, on_cycle_end):
         """``plan``: run_loop.TrainingPlan; ``checkpoint_prefix``: model_dir/model.ckpt, where Estimator saves."""
@@ -146,10 +147,13 @@ class CyclesHook(tf.estimator.SessionRunHook):
         self._bar.close()
         checkpoint = self._saver.save(run_context.session, self._prefix, global_step=step, write_meta_graph=False)
         try:
-            self._on_cycle_end(checkpoint)
+            stop = self._on_cycle_end(checkpoint)
         except tf.errors.OutOfRangeError as error:  # the training session would take it for its input's end
             raise RuntimeError(f"evaluation of {checkpoint} failed: {error.message}") from error
-        self._start_bar(run_context.session, step)
+        if stop:
+            run_context.request_stop()
+        else:
+            self._start_bar(run_context.session, step)
 
     def close(self) -> None:
         """Close the current bar; also when training stops by an exception, so that the error starts a line."""

@@ -24,6 +24,7 @@ import signal
 import sys
 import tempfile
 import time
+from typing import Optional
 
 import numpy as np
 
@@ -36,7 +37,7 @@ from library.evaluation import report as evaluation_report
 from library.evaluation.best_checkpoint import BestCheckpoint, json_ready
 from library.experiment import Experiment
 from library.tensorflow_env import first_line, import_tensorflow, use_graph_mode
-from library.training import checkpoints
+from library.training import checkpoints, phases as training_phases
 from library.training.cycles import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
 from library.training.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
 
@@ -68,10 +69,14 @@ class Run:
     settings: config.Config
     experiment: Experiment
     params: dict
+    phase: Optional[str] = None  # the phase of a training run in phases (library/training/phases.py)
+    log_dir: Optional[str] = None  # the folder of evaluations.jsonl when it is not model_dir (a phase's: the run's)
+    warm_start_from: Optional[str] = None  # a checkpoint whose trainable variables start a model_dir without one
 
     def estimator(self, model_dir=None, *, strategy=None, tf_config=None,
                   save_checkpoints_steps=None) -> tf.estimator.Estimator:
-        """The experiment's model_fn in an Estimator configured from the run options (and a strategy or towers to train with)."""
+        """The experiment's model_fn in an Estimator configured from the run options (and a strategy or towers to train
+        with), warm-started from ``warm_start_from`` while its model_dir holds no checkpoint."""
         settings = self.settings
         model_fn = self.experiment.model_fn
         if isinstance(strategy, towers.Towers):
@@ -87,7 +92,8 @@ class Run:
             log_step_count_steps=None,  # the progress bar reports speed instead
             train_distribute=strategy,
         )
-        return tf.estimator.Estimator(model_fn, config=run_config, params=self.params)
+        warm_start = tf.estimator.WarmStartSettings(self.warm_start_from) if self.warm_start_from else None
+        return tf.estimator.Estimator(model_fn, config=run_config, params=self.params, warm_start_from=warm_start)
 
     def with_params(self, **extra) -> "Run":
         """This run with ``extra`` added to the params (e.g. a training run's step counts for the model_fn)."""
@@ -111,21 +117,36 @@ def global_step_of(model_dir: str) -> int:
 
 
 class EvaluationLog:
-    """Every evaluation of a run, one JSON line each, so a resumed run knows what was evaluated."""
+    """Every evaluation of a run, one JSON line each, so a resumed run knows what was evaluated and since when the
+    loss has not improved; the entries of a run in phases name their phase, and each phase reads its own."""
 
-    def __init__(self, model_dir: str):
+    def __init__(self, model_dir: str, phase: Optional[str] = None):
         self._path = os.path.join(model_dir, EVALUATIONS_FILE)
+        self._phase = phase
         self.entries = []
         if tf.io.gfile.exists(self._path):
             with tf.io.gfile.GFile(self._path) as handle:
                 self.entries = [json.loads(line) for line in handle if line.strip()]
 
+    def _own(self) -> list:
+        return [entry for entry in self.entries if entry.get("phase") == self._phase]
+
     @property
     def last_step(self):
-        return self.entries[-1]["global_step"] if self.entries else None
+        own = self._own()
+        return own[-1]["global_step"] if own else None
+
+    def evaluations_without_improvement(self) -> int:
+        """This phase's evaluations since its last new best (an entry that does not say counts as one)."""
+        count = 0
+        for entry in reversed(self._own()):
+            if entry.get("new_best", True):
+                break
+            count += 1
+        return count
 
     def append(self, entry: dict) -> None:
-        self.entries.append(entry)
+        self.entries.append({"phase": self._phase, **entry} if self._phase else entry)
         atomic_file.write_text(self._path, "".join(json.dumps(e) + "\n" for e in self.entries))
 
 
@@ -151,14 +172,19 @@ def evaluation_results(estimator, params, results: dict, write_summaries=evaluat
     return scalars, report
 
 
-def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool) -> str:
-    """One line a person can scan: where training is, how it did, the best so far."""
-    line = f"epoch {epoch:g}/{epochs}  step {results['global_step']}  eval loss {results['loss']:.4f}"
+def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool, phase=None) -> str:
+    """One line a person can scan: where training is (in which phase), how it did, the best so far."""
+    line = f"{epoch_label(phase, epoch)}/{epochs}  step {results['global_step']}  eval loss {results['loss']:.4f}"
     if "accuracy" in results:
         line += f"  accuracy {results['accuracy']:.2%}"
     if record:
-        line += f"  best loss {record['loss']:.4f} (epoch {record['epoch']:g})"
+        line += f"  best loss {record['loss']:.4f} ({epoch_label(record.get('phase'), record['epoch'])})"
     return line + ("  * new best" if improved else "")
+
+
+def epoch_label(phase: Optional[str], epoch: float) -> str:
+    """``epoch 3``, or ``head epoch 3`` in a phase: epochs count within their phase."""
+    return f"{phase + ' ' if phase else ''}epoch {epoch:g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,7 +225,8 @@ def training_strategy(run: Run):
 
 
 def train(run: Run) -> int:
-    """Train to ``train_epochs``, on one machine in cycles, in a cluster with ``train_and_evaluate``.
+    """Train to ``train_epochs``, on one machine in cycles (phase after phase, when the experiment names phases),
+    in a cluster with ``train_and_evaluate``.
 
     Everything is checked before anything is written; the chief (the one task outside a
     cluster) then holds model_dir's training lock and records what the model is trained for.
@@ -207,21 +234,83 @@ def train(run: Run) -> int:
     settings = run.settings
     tf_config = strategies.read_tf_config(settings.distribution)
     strategy = training_strategy(run)
-    plan = plan_training(settings, run.experiment.train_examples(run.params),
-                         strategies.images_per_step(settings.train_batch_size, strategy, tf_config))
+    images_per_step = strategies.images_per_step(settings.train_batch_size, strategy, tf_config)
+    phases = phase_runs(run)
+    plans = [plan_training(phase.settings, run.experiment.train_examples(phase.params), images_per_step)
+             for phase in phases]
     identity = run.experiment.model_identity(run.params)
     directories = (settings.model_dir, settings.best_model_dir)  # the best snapshot carries the record too
     for directory in directories:
         model_directory.check_record(directory, identity)
     task_type = tf_config.get("task", {}).get("type", "chief")
+    in_cluster = settings.distribution in strategies.CLUSTER_DISTRIBUTIONS
+    if in_cluster and settings.early_stopping_evaluations:
+        raise ConfigError(f"early_stopping_evaluations: with distribution {settings.distribution} the evaluator task "
+                          "evaluates beside training and cannot stop it; set it to 0")
     if task_type != "chief":
-        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
+        return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
     with model_directory.training_lock(settings.model_dir):
         checkpoints.resume_from_readable(settings.model_dir, run.experiment.checkpoint_shapes(run.params))
         for directory in reversed(directories):  # a read-only best_model_dir fails first, before any training
             model_directory.write_record(directory, identity)
         config.write_config(settings, settings.model_dir)
-        return Training.start(run, plan, strategy=strategy, tf_config=tf_config).run_task(task_type)
+        if in_cluster:
+            return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
+        return train_in_phases(phases, plans, strategy)
+
+
+def phase_runs(run: Run) -> list:
+    """The :class:`Run` of each phase the experiment names for this run, in order; ``[run]`` when it names none."""
+    settings = run.settings
+    phases = run.experiment.training_phases(settings.as_dict())
+    if not phases:
+        return [run]
+    if settings.distribution in strategies.CLUSTER_DISTRIBUTIONS:
+        raise ConfigError(f"distribution {settings.distribution}: a training run in phases "
+                          f"({', '.join(phase.name for phase in phases)}) runs on one machine only; "
+                          "use distribution none or mirrored, or train each phase as a run of its own")
+    runs = []
+    for index, phase in enumerate(phases):
+        phase_settings = training_phases.phase_settings(settings, phase, last=index == len(phases) - 1)
+        params = run.experiment.make_params(phase_settings.as_dict()) if phase.values else run.params
+        runs.append(Run(phase_settings, run.experiment, params, phase=phase.name, log_dir=settings.model_dir))
+    return runs
+
+
+def train_in_phases(phases: list, plans: list, strategy) -> int:
+    """Train each phase in cycles, in order, each after the first from the previous one's last checkpoint;
+    a phase trained (or stopped early) before is not trained again. Prints the start of each and the outcome."""
+    trainings, warm_start = [], None
+    run_settings = phases[-1].settings  # the last phase trains with the run's own settings, in its model_dir
+    hparams_row = hparams_summary.SessionRow(run_settings.model_dir, run_settings.as_dict())
+    with sigterm_as_interrupt():
+        for index, (phase, plan) in enumerate(zip(phases, plans)):
+            if phase.settings.model_dir != run_settings.model_dir:  # train() made model_dir's own resumable
+                checkpoints.resume_from_readable(phase.settings.model_dir, phase.experiment.checkpoint_shapes(phase.params))
+            phase = dataclasses.replace(phase, warm_start_from=warm_start)
+            training = Training.start(phase, plan, strategy=strategy, tf_config={}, hparams_row=hparams_row,
+                                      final=index == len(phases) - 1)
+            step = global_step_of(phase.settings.model_dir)
+            training.announce(step)
+            hparams_row.write(training.best.record, finished=training.final and training.finished(step))
+            training.in_cycles(step)
+            trainings.append(training)
+            warm_start = tf.train.latest_checkpoint(phase.settings.model_dir)
+    print_outcome(trainings)
+    return 0
+
+
+def print_outcome(trainings: list) -> None:
+    """The line that ends a training run: the steps of each phase (and why one stopped early), the best snapshot."""
+    best = trainings[-1].best
+    record = best.record
+    if record is None:
+        return
+    steps = ", ".join(training.outcome() for training in trainings)
+    accuracy = record["metrics"].get("accuracy")
+    print(f"done: {steps}; best eval loss {record['loss']:.4f} at {epoch_label(record.get('phase'), record['epoch'])}"
+          + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
+          + f"; snapshot in {best.best_model_dir}", flush=True)
 
 
 @dataclasses.dataclass
@@ -234,11 +323,15 @@ class Training:
     best: BestCheckpoint
     log: EvaluationLog
     train_input_fn: object
-    hparams_row: hparams_summary.SessionRow
+    hparams_row: hparams_summary.SessionRow  # the run's row, shared by its phases
+    final: bool = True  # the run's last phase (or its only training): its end ends the run
+    keep_latest: Optional[str] = None  # the checkpoint evaluated last before an early stop
 
     @classmethod
-    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict) -> "Training":
-        """The state of this task's training, once the checks have passed."""
+    def start(cls, run: Run, plan: TrainingPlan, *, strategy, tf_config: dict, hparams_row=None,
+              final: bool = True) -> "Training":
+        """The state of this task's training, once the checks have passed; ``hparams_row``: the run's HParams row
+        when it trains in phases (by default this training's own), ``final``: whether this training ends the run."""
         settings = run.settings
         run = run.with_params(steps_per_epoch=plan.steps_per_epoch, train_steps=plan.total_steps)
         in_cluster = settings.distribution in strategies.CLUSTER_DISTRIBUTIONS
@@ -253,36 +346,60 @@ class Training:
                                                         tf_config)
         if isinstance(strategy, towers.Towers):
             train_input_fn = strategy.input_fn(train_input_fn)
-        return cls(run, plan, estimator, best, EvaluationLog(settings.model_dir), train_input_fn,
-                   hparams_summary.SessionRow(settings.model_dir, settings.as_dict()))
+        log = EvaluationLog(run.log_dir or settings.model_dir, run.phase)
+        return cls(run, plan, estimator, best, log, train_input_fn,
+                   hparams_row or hparams_summary.SessionRow(settings.model_dir, settings.as_dict()), final)
 
     def run_task(self, task_type: str) -> int:
-        """This task's part: training in cycles, or its role in a cluster; prints the start and the outcome."""
+        """This task's part of a cluster run; prints the start and the outcome."""
+        step = global_step_of(self.run.settings.model_dir)
+        self.announce(step)
+        if task_type == "chief":
+            self.hparams_row.write(self.best.record, finished=self.finished(step))
+        self.in_cluster(task_type)
+        if task_type in ("chief", "evaluator"):
+            print_outcome([self])
+        return 0
+
+    def announce(self, step: int) -> None:
+        """Print what trains (the experiment's description), how many steps, where, and from which step or checkpoint."""
         settings, plan = self.run.settings, self.plan
-        step = global_step_of(settings.model_dir)
         description = self.run.experiment.describe(self.run.params)
         if description:
             print(description, flush=True)
-        print(f"{plan.examples} training images, {plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; "
-              f"model_dir {settings.model_dir}" + (f", resuming at step {step}" if step else ""), flush=True)
-        if task_type == "chief":
-            self.hparams_row.write(self.best.record, finished=step >= plan.total_steps)
-        if settings.distribution in strategies.CLUSTER_DISTRIBUTIONS:
-            self.in_cluster(task_type)
+        if self.finished(step):
+            state = ", trained before"
+        elif step:
+            state = f", resuming at step {step}"
         else:
-            with sigterm_as_interrupt():
-                self.in_cycles(step)
-        record = self.best.record
-        if record and task_type in ("chief", "evaluator"):
-            accuracy = record["metrics"].get("accuracy")
-            print(f"done: {plan.total_steps} steps; best eval loss {record['loss']:.4f} at epoch {record['epoch']:g}"
-                  + (f", accuracy {accuracy:.2%}" if accuracy is not None else "")
-                  + f"; snapshot in {settings.best_model_dir}", flush=True)
-        return 0
+            state = f", starting from {self.run.warm_start_from}" if self.run.warm_start_from else ""
+        print(f"{self.run.phase + ': ' if self.run.phase else ''}{plan.examples} training images, "
+              f"{plan.steps_per_epoch} steps an epoch, {plan.total_steps} steps in all; model_dir {settings.model_dir}"
+              + state, flush=True)
+
+    def finished(self, step: int) -> bool:
+        """Whether this training has nothing left to train at ``step``: all its steps, or it stopped early."""
+        return step >= self.plan.total_steps or self.stops_early()
+
+    def stops_early(self) -> bool:
+        """Whether the loss has not improved for ``early_stopping_evaluations`` evaluations of this phase in a row
+        (counted from evaluations.jsonl, so a resumed run remembers)."""
+        patience = self.run.settings.early_stopping_evaluations
+        return patience > 0 and self.log.evaluations_without_improvement() >= patience
+
+    def outcome(self) -> str:
+        """The steps trained, and why training stopped short of them: e.g. ``head 375 steps``."""
+        step = global_step_of(self.run.settings.model_dir)
+        name = f"{self.run.phase} " if self.run.phase else ""
+        if step >= self.plan.total_steps:
+            return f"{name}{step} steps"
+        return (f"{name}{step} of {self.plan.total_steps} steps (stopped early: no better eval loss in "
+                f"{self.log.evaluations_without_improvement()} evaluations)")
 
     def in_cycles(self, step: int) -> None:
         """Alternate training ``epochs_between_evals`` epochs and evaluating, from ``step`` on, in one training session
-        (library/training/cycles.py: no graph to rebuild, no session to reopen between cycles)."""
+        (library/training/cycles.py: no graph to rebuild, no session to reopen between cycles), until the last step
+        or an early stop."""
         settings, plan = self.run.settings, self.plan
         evaluation = CheckpointEvaluation(
             lambda features, labels, mode: self.run.experiment.model_fn(features, labels, mode, self.run.params),
@@ -292,22 +409,36 @@ class Training:
             self.estimator.config.session_config, settings.random_seed)
         drawing = Background()  # the report's images are drawn while training goes on
 
-        def evaluate_cycle(checkpoint):
-            self.evaluate_and_snapshot(evaluation, checkpoint, drawing.later(evaluation_report.write_summaries))
+        def evaluate_cycle(checkpoint) -> bool:
+            """Evaluate ``checkpoint``; True when training is to stop early after it."""
+            evaluated = self.evaluate_and_snapshot(evaluation, checkpoint,
+                                                   drawing.later(evaluation_report.write_summaries))
+            stop = self.stops_early() and self.log.last_step < plan.total_steps
+            if stop:
+                print(f"early stopping: the eval loss has not improved on the best snapshot's in "
+                      f"{settings.early_stopping_evaluations} evaluations; {self.run.phase or 'training'} ends here",
+                      flush=True)
+                self.keep_latest = evaluated
+            return stop
 
         try:
             at_cycle_end = step > 0 and (step % plan.cycle_steps == 0 or step >= plan.total_steps)
             if at_cycle_end and self.log.last_step != step:  # stopped between training and its evaluation
                 evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
-            if step >= plan.total_steps:
+            if self.finished(step):
                 return
             cycles = CyclesHook(plan, os.path.join(settings.model_dir, "model.ckpt"), evaluate_cycle)
+            self.keep_latest = None
             try:
                 self.estimator.train(self.train_input_fn, max_steps=plan.total_steps,
                                      hooks=[StopOnNonFiniteLossHook(), cycles])
             finally:
                 cycles.close()
-            evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
+            if self.keep_latest is None:
+                evaluate_cycle(tf.train.latest_checkpoint(settings.model_dir))
+            elif recalibration.is_recalibrated(self.keep_latest):
+                # Estimator saved the stopped step once more as trained: the evaluated statistics stay the latest
+                recalibration.make_latest_checkpoint(self.keep_latest)
         finally:
             try:
                 drawing.finish()
@@ -335,28 +466,34 @@ class Training:
 
     def recalibration_batches(self) -> int:
         """batch_norm_recalibration_batches, at most one pass over the training images: the recalibration input
-        repeats them in a fixed order, so more batches would only count some images twice."""
+        repeats them in a fixed order, so more batches would only count some images twice; 0 when training updates
+        no batch-norm statistics."""
+        if not self.run.experiment.updates_batch_norm(self.run.params):
+            return 0
         return min(self.run.settings.batch_norm_recalibration_batches,
                    self.plan.examples // self.run.settings.train_batch_size)
 
-    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str, write_summaries) -> None:
+    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str, write_summaries) -> str:
         """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far;
-        the report goes to TensorBoard through ``write_summaries`` (see :func:`evaluation_results`)."""
+        the report goes to TensorBoard through ``write_summaries`` (see :func:`evaluation_results`). Returns the
+        checkpoint evaluated (the recalibrated one, if any)."""
         checkpoint, results = evaluation.evaluate(checkpoint)
         write_scalar_summaries(self.estimator.eval_dir(), results)
         results, report = evaluation_results(self.estimator, self.run.params, results, write_summaries)
         epoch = results["global_step"] / self.plan.steps_per_epoch
-        improved = self.best.update_if_better(checkpoint, results, epoch)
+        improved = self.best.update_if_better(checkpoint, results, epoch, phase=self.run.phase)
         self.report(results, report, epoch, improved)
+        return checkpoint
 
     def report(self, results: dict, report, epoch: float, improved: bool) -> None:
         """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
         settings = self.run.settings
         if report is not None:
             evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
-        self.log.append({"epoch": round(epoch, 3), **results, "time": time.time()})
-        self.hparams_row.write(self.best.record, finished=results["global_step"] >= self.plan.total_steps)
-        print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved), flush=True)
+        self.log.append({"epoch": round(epoch, 3), **results, "new_best": improved, "time": time.time()})
+        self.hparams_row.write(self.best.record, finished=self.final and self.finished(results["global_step"]))
+        print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved, self.run.phase),
+              flush=True)
 
 
 class Terminated(KeyboardInterrupt):
@@ -442,10 +579,30 @@ def csv_text(rows: list) -> str:
 
 
 def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
-    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``."""
-    path = estimator.export_saved_model(export_dir, lambda: run.experiment.serving_input_receiver_fn(run.params),
-                                        checkpoint_path=checkpoint)
-    return path.decode() if isinstance(path, bytes) else path
+    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``.
+
+    Estimator names the folder by the second, so two exports in the same second (two runs, or a run and the best
+    snapshot's export) would collide: each is written in a private staging folder, then renamed to the first free
+    timestamp from its own on."""
+    import tensorflow as tf
+
+    atomic_file.remove_stale_temporaries(export_dir, "export")  # of exports a kill interrupted
+    staging = atomic_file.temporary_name(os.path.join(export_dir, "export"))
+    try:
+        path = estimator.export_saved_model(staging, lambda: run.experiment.serving_input_receiver_fn(run.params),
+                                            checkpoint_path=checkpoint)
+        path = path.decode() if isinstance(path, bytes) else path
+        timestamp = int(os.path.basename(path))
+        while True:
+            target = os.path.join(export_dir, str(timestamp))
+            try:
+                tf.io.gfile.rename(path, target, overwrite=False)
+                return target
+            except tf.errors.AlreadyExistsError:
+                timestamp += 1
+    finally:
+        if tf.io.gfile.exists(staging):
+            tf.io.gfile.rmtree(staging)
 
 
 def export(run: Run) -> int:

@@ -13,7 +13,7 @@ import pytest
 from tests.conftest import ROOT
 
 ROW_IDS = ["conversion", "input_pipeline", "training", "framework_overhead", "evaluation", "recalibration", "cycles",
-           "feature_cache", "pretrained_caching"]
+           "feature_cache", "pretrained_caching", "fine_tuning"]
 COMMITTED = [os.path.join(ROOT, "benchmarks", name) for name in ("results.json", "RESULTS.md")]
 DEFAULT_SET_OUTPUT = os.path.join(ROOT, "out", "current")  # the `default` set's model_dir and best_model_dir
 

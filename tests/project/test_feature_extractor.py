@@ -8,7 +8,8 @@ from project import feature_extractor
 from project.networks import NETWORKS
 
 PARAMS = {"hub_module": "small_cnn", "image_size": 24, "width_multiplier": 1.0, "random_seed": 0,
-          "fine_tuning": True, "hub_signature": None, "hub_output": None}
+          "fine_tuning": True, "hub_signature": None, "hub_output": None, "head_epochs": 0,
+          "fine_tuning_batch_norm": None}
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +28,8 @@ def test_project_network_is_built_at_the_configured_size_once_per_process():
     assert feature_extractor.resolve({**PARAMS, "image_size": 32}).spec is not extractor.spec
     assert feature_extractor.describe(PARAMS) == (
         "feature extractor: small_cnn (random weights, trained from scratch); signature image_feature_vector, "
-        "output default: 64 features; input 24x24 (image_size); fine-tuned with the head")
+        "output default: 64 features; input 24x24 (image_size); fine-tuned with the head, batch norm on batch statistics "
+        "(moving averages updated)")
 
 
 @pytest.mark.parametrize("scheme", ["", "file://"])
@@ -42,7 +44,8 @@ def test_the_start_of_a_run_says_what_is_used(module_dir):
     assert feature_extractor.check(params) == [f"warning: image_size 24 is not used: module {module_dir} takes 40x40 images"]
     assert feature_extractor.describe(params) == (
         f"feature extractor: {module_dir} (random weights, trained from scratch); signature image_feature_vector, "
-        "output default: 64 features; input 40x40 (fixed by the module); fine-tuned with the head")
+        "output default: 64 features; input 40x40 (fixed by the module); fine-tuned with the head, batch norm on batch "
+        "statistics (moving averages updated)")
 
 
 @pytest.mark.parametrize("handle", ["small_cnn", "mobilenet_v2", "module"])

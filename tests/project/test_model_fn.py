@@ -183,20 +183,44 @@ def test_loss_is_smoothed_cross_entropy_plus_l2_of_trainable_kernels(monkeypatch
     assert loss == pytest.approx(numpy_cross_entropy(logits, label_values, smoothing) + l2_term, rel=1e-5)
 
 
-@pytest.mark.parametrize("schedule, steps_and_rates", [
-    ("constant", [(0, 0.1), (7, 0.1)]),
-    ("cosine", [(0, 0.1), (50, 0.05), (100, 0.0)]),
-    ("exponential", [(9, 0.1), (10, 0.05), (25, 0.025)]),
+@pytest.mark.parametrize("schedule, warmup_epochs, steps_and_rates", [
+    ("constant", 0, [(0, 0.1), (7, 0.1)]),
+    ("cosine", 0, [(0, 0.1), (50, 0.05), (100, 0.0)]),
+    ("exponential", 0, [(9, 0.1), (10, 0.05), (25, 0.025)]),
+    # a warm-up over 2 epochs: from 1/20 of the rate at step 0, linearly, then the schedule's rate
+    ("constant", 2, [(0, 0.005), (9, 0.05), (19, 0.1), (40, 0.1)]),
+    ("cosine", 2, [(0, 0.005), (49, 0.05 * (1 + np.cos(np.pi * 0.49))), (100, 0.0)]),
 ])
-def test_learning_rate_schedules(schedule, steps_and_rates):
+def test_learning_rate_schedules(schedule, warmup_epochs, steps_and_rates):
     """100 steps in all, 10 an epoch, the exponential schedule halving the rate each epoch."""
     params = make_params(learning_rate=0.1, learning_rate_schedule=schedule, learning_rate_decay=0.5,
-                         steps_per_epoch=10, train_steps=100)
+                         learning_rate_warmup_epochs=warmup_epochs, steps_per_epoch=10, train_steps=100)
     step = v1.placeholder(tf.int64, [])
     rate = model_fn.learning_rate(params, step)
     with v1.Session() as session:
         rates = [session.run(rate, {step: value}) for value, _ in steps_and_rates]
     assert rates == pytest.approx([expected for _, expected in steps_and_rates], abs=1e-7)
+
+
+@pytest.mark.parametrize("multiplier, module_step", [(1.0, 0.1), (0.1, 0.01)])
+def test_fine_tuning_moves_the_module_at_its_multiple_of_the_heads_rate(multiplier, module_step):
+    """One Adam step moves each weight by its learning rate (the sign of its gradient): the head's 0.1, the module's
+    0.1 x module_learning_rate_multiplier."""
+    features, labels = fixed_batch()
+    params = make_params(fine_tuning=True, learning_rate=0.1, module_learning_rate_multiplier=multiplier,
+                         dropout_rate=0.0)
+    spec = model_fn.model_fn(features, labels, ModeKeys.TRAIN, params)
+    weights = {name: variable for variable in v1.global_variables() for name in (HEAD_KERNEL, f"{MODULE_PREFIX}conv4/conv/kernel")
+               if variable.op.name == name}
+    with v1.Session() as session:
+        session.run(v1.global_variables_initializer())
+        before = session.run(weights)
+        session.run(spec.train_op)
+        after, step = session.run([weights, v1.train.get_global_step()])
+    moved = {name: np.abs(after[name] - before[name]) for name in weights}
+    assert step == 1
+    assert np.median(moved[HEAD_KERNEL]) == pytest.approx(0.1, rel=1e-3)
+    assert np.median(moved[f"{MODULE_PREFIX}conv4/conv/kernel"]) == pytest.approx(module_step, rel=1e-3)
 
 
 @pytest.mark.parametrize("optimizer, expected_weight", [

@@ -153,20 +153,27 @@ def run_one_step(spec, fetches):
         return before, session.run(fetches)
 
 
-@pytest.mark.parametrize("kind, fine_tuning, statistics_updated", [
-    ("feature_vector", True, True),     # the train variant: batch statistics, moving averages updated
-    ("feature_vector", False, False),   # frozen: inference graph, nothing of the module changes
-    ("no_train_variant", True, False),  # fine-tuned through the inference graph: statistics stay as loaded
+@pytest.mark.parametrize("kind, fine_tuning, batch_norm, statistics_updated", [
+    ("feature_vector", True, "train", True),  # the train variant: batch statistics, moving averages updated
+    ("feature_vector", True, "frozen", False),  # the inference graph, trainable: stored statistics, weights learn
+    ("feature_vector", True, None, False),  # a pretrained module's default: frozen
+    ("feature_vector", False, "train", False),  # frozen module: inference graph, nothing of the module changes
+    ("no_train_variant", True, "train", False),  # fine-tuned through the inference graph: statistics stay as loaded
 ])
-def test_batch_norm_statistics_frozen_or_updated_as_documented(modules, kind, fine_tuning, statistics_updated):
-    spec = build(make_params(modules[kind], fine_tuning=fine_tuning))
-    before, after = run_one_step(spec, {"mean": module_variable("bn/moving_mean"), "kernel": module_variable("conv/kernel")})
-    assert (not np.array_equal(before["mean"], after["mean"])) == statistics_updated
+def test_batch_norm_statistics_frozen_or_updated_as_documented(modules, kind, fine_tuning, batch_norm,
+                                                               statistics_updated):
+    spec = build(make_params(modules[kind], fine_tuning=fine_tuning, fine_tuning_batch_norm=batch_norm))
+    assert len(v1.get_collection(v1.GraphKeys.UPDATE_OPS)) == (2 if statistics_updated else 0)
+    statistics = {"mean": module_variable("bn/moving_mean"), "variance": module_variable("bn/moving_variance"),
+                  "kernel": module_variable("conv/kernel")}
+    before, after = run_one_step(spec, statistics)
+    for name in ("mean", "variance"):
+        assert (not np.array_equal(before[name], after[name])) == statistics_updated
     assert (not np.array_equal(before["kernel"], after["kernel"])) == fine_tuning
 
 
 def test_a_module_without_train_variant_is_fine_tuned_with_a_warning(modules):
-    params = make_params(modules["no_train_variant"], fine_tuning=True)
+    params = make_params(modules["no_train_variant"], fine_tuning=True, fine_tuning_batch_norm="train")
     assert feature_extractor.check(params) == [
         f"warning: module {modules['no_train_variant']} has no 'train' graph variant: fine-tuning runs its "
         "inference graph, so its batch-norm statistics stay as loaded"]
