@@ -4,7 +4,7 @@ The `default` set, with the images through its frozen module (no feature cache),
 checkpoint of its own (one training step from the random start) on the benchmark records, as
 the run loop does after a training cycle, twice:
 
-* ``with report``: ``run_loop.evaluate_checkpoint`` (the confusion matrix and the worst
+* ``with report``: ``evaluator.evaluate_checkpoint`` (the confusion matrix and the worst
   mistakes streamed with the other metrics, then the images drawn and the summaries
   written) and the JSON report written beside evaluations.jsonl;
 * ``without``: the same Estimator evaluation with the report's metrics left out of the
@@ -27,7 +27,8 @@ from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
 from library.evaluation import report as evaluation_report
 from library.tensorflow_env import import_tensorflow
-from library.training import run_loop
+from library.evaluation import evaluator
+from library.training import invocation
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
@@ -83,19 +84,19 @@ def row(context) -> dict:
     settings, params = project_config.settings_and_params(context)
     model_dir = tempfile.mkdtemp(prefix="evaluation-", dir=context.output_dir)
     try:
-        run = run_loop.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
+        run = invocation.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
         estimator = run.estimator(model_dir)
         estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1)
         checkpoint = tf.train.latest_checkpoint(model_dir)
         bare = tf.estimator.Estimator(without_report, model_dir, estimator.config, estimator.params)
 
         def with_report():
-            results, evaluation = run_loop.evaluate_checkpoint(run, estimator, checkpoint)
+            results, evaluation = evaluator.evaluate_checkpoint(run, estimator, checkpoint)
             evaluation_report.write_json(evaluation_report.json_path(model_dir, results["global_step"]), evaluation)
             return results
 
         def without():
-            return run_loop.plain(bare.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL),
+            return evaluator.plain(bare.evaluate(lambda: experiment.input_fn(params, ModeKeys.EVAL),
                                                 checkpoint_path=checkpoint))
 
         loops = {"with report": lambda: timed(with_report), "without": lambda: timed(without)}

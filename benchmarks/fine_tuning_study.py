@@ -34,7 +34,7 @@ tf = import_tensorflow()
 
 import run  # noqa: E402
 from benchmarks.waiting import timed_steps  # noqa: E402
-from library.evaluation import recalibration  # noqa: E402
+from library.evaluation import evaluator, recalibration  # noqa: E402
 from library.training import run_loop  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -150,7 +150,7 @@ def measure(setting: str, seed: int, head_epochs: int) -> dict:
         wall = time.perf_counter() - started
     if code:
         raise SystemExit(f"run.py {' '.join(argv)} exited with {code}")
-    with open(os.path.join(directory, "model", run_loop.EVALUATIONS_FILE)) as handle:
+    with open(os.path.join(directory, "model", evaluator.EVALUATIONS_FILE)) as handle:
         logged = [json.loads(line) for line in handle]
     evaluation_seconds = [end - start for kind, start, end in events if kind == "evaluate"]
     last_phase = phases[-1]

@@ -3,7 +3,7 @@
 Head only on the small CNN module with the images through it every step (row 3's reference
 configuration: the lightest step on images, so the largest share of overhead):
 
-* ``estimator``: ``Estimator.train`` as the run loop calls it (``run_loop.Run.estimator``'s
+* ``estimator``: ``Estimator.train`` as the run loop calls it (``invocation.Run.estimator``'s
   RunConfig, the run loop's hooks, summaries every 100 steps, checkpoints every
   save_checkpoints_secs) over the real ``input_fn``; its window of 100 steps holds one
   periodic summary;
@@ -26,7 +26,7 @@ from benchmarks.report import RowText
 from benchmarks.training import Steps, cached_features_configuration, configuration, experiment, session_loop, window
 from library.distribution import strategies
 from library.tensorflow_env import import_tensorflow
-from library.training import run_loop
+from library.training import invocation
 from library.training.hooks import ProgressBarHook, StopOnNonFiniteLossHook
 
 tf = import_tensorflow()
@@ -65,7 +65,7 @@ def estimator_loop(settings, params, steps: Steps, work_dir: str):
     """Steps/s of Estimator.train over the real input, configured and hooked as run_loop.Training.in_cycles does."""
     model_dir = tempfile.mkdtemp(prefix="estimator-", dir=work_dir)
     try:
-        estimator = run_loop.Run(settings, experiment, params).estimator(model_dir)
+        estimator = invocation.Run(settings, experiment, params).estimator(model_dir)
         step_times, checkpoints = StepTimes(), CheckpointTimes()
         total = steps.warmup + steps.timed
         hooks = [
@@ -86,7 +86,7 @@ def estimator_loop(settings, params, steps: Steps, work_dir: str):
 
 TEXT = RowText(
     method=(
-        "`Estimator.train` as the run loop calls it (`run_loop.Run.estimator`'s RunConfig, the stop-on-NaN and "
+        "`Estimator.train` as the run loop calls it (`invocation.Run.estimator`'s RunConfig, the stop-on-NaN and "
         "progress-bar hooks, a summary every 100 steps, a checkpoint every save_checkpoints_secs) against row 3's "
         "bare Session loop, head only with the images through the frozen module every step (the lightest step on "
         "images, so the largest share of overhead), over the same `input_fn`, a fresh graph each round: steady "

@@ -25,7 +25,8 @@ from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
 from library.evaluation import recalibration
 from library.tensorflow_env import import_tensorflow
-from library.training import run_loop
+from library.evaluation import evaluator
+from library.training import invocation
 from library.training.cycles import CheckpointEvaluation
 from project.experiment import ImageClassifier
 
@@ -65,14 +66,14 @@ TEXT = RowText(
 def row(context) -> dict:
     """Row 6: evaluation time with batch-norm recalibration / evaluation alone (a ratio of seconds)."""
     settings, params = project_config.settings_and_params(context, "--fine_tuning", "--fine_tuning_batch_norm", "train")
-    run = run_loop.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
+    run = invocation.Run(settings, experiment, params).with_params(steps_per_epoch=1, train_steps=1)
     params = run.params
     batches = settings.batch_norm_recalibration_batches
     model_dir = tempfile.mkdtemp(prefix="recalibration-", dir=context.output_dir)
     evaluation = CheckpointEvaluation(lambda features, labels, mode: experiment.model_fn(features, labels, mode, params),
-                                      run.input_fn(ModeKeys.EVAL), session_config=run_loop.session_config(settings))
+                                      run.input_fn(ModeKeys.EVAL), session_config=invocation.session_config(settings))
     recalibrator = recalibration.recalibrator(experiment, params, batches,
-                                                         run_loop.session_config(settings))
+                                                         invocation.session_config(settings))
     try:
         estimator = run.estimator(model_dir)
         estimator.train(lambda: experiment.input_fn(params, ModeKeys.TRAIN), max_steps=1)
@@ -81,7 +82,7 @@ def row(context) -> dict:
 
         def evaluated(path):
             """The checkpoint's metrics and report, as run_loop.Training.evaluate_and_snapshot makes them."""
-            return run_loop.evaluation_results(estimator, params, evaluation.evaluate(path)[1])[0]
+            return evaluator.evaluation_results(estimator, params, evaluation.evaluate(path)[1])[0]
 
         def recalibrated():
             started = time.perf_counter()

@@ -26,7 +26,7 @@ import time
 from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
 from library.tensorflow_env import filtered_stderr, import_tensorflow
-from library.training import run_loop
+from library.training import cycles, invocation
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
@@ -64,7 +64,7 @@ def window(times: list, steps: Steps) -> tuple:
 
 def training_params(settings, params) -> dict:
     """params plus the epoch figures run_loop.train adds before it builds the Estimator."""
-    plan = run_loop.plan_training(settings, experiment.train_examples(params), settings.train_batch_size)
+    plan = cycles.plan_training(settings, experiment.train_examples(params), settings.train_batch_size)
     return {**params, "steps_per_epoch": plan.steps_per_epoch, "train_steps": plan.total_steps}
 
 
@@ -93,7 +93,7 @@ def session_loop(settings, params, steps: Steps, cached_batch=None):
             tf.compat.v1.global_variables_initializer(), tf.compat.v1.local_variables_initializer(),
             tf.compat.v1.tables_initializer(), iterator.initializer,
         ]
-        with tf.compat.v1.Session(config=run_loop.session_config(settings)) as session:
+        with tf.compat.v1.Session(config=invocation.session_config(settings)) as session:
             session.run(initializers)
             times = []
             for _ in range(steps.warmup + steps.timed):

@@ -28,7 +28,7 @@ from library.evaluation import hparams_summary, recalibration
 from library.evaluation import report as evaluation_report
 from library.evaluation.best_checkpoint import BestCheckpoint
 from library.hub import keras_application, write_module
-from library.training.run_loop import EVALUATIONS_FILE
+from library.evaluation.evaluator import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
 from project import preprocessing
 from project.options import OPTIONS

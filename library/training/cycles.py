@@ -15,14 +15,36 @@ stopped between the save and the evaluation's log entry is evaluated on resume
 """
 
 import concurrent.futures
+import dataclasses
 
 import numpy as np
 
+from library.configuration.config import ConfigError
 from library.tensorflow_env import import_tensorflow
 from library.training.hooks import ProgressBarHook
 
 tf = import_tensorflow()
 v1 = tf.compat.v1
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainingPlan:
+    """How many steps make an epoch, a cycle between evaluations and the whole run."""
+
+    examples: int
+    images_per_step: int
+    steps_per_epoch: int
+    cycle_steps: int
+    total_steps: int
+
+
+def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan:
+    """Step counts from the epoch options; an epoch drops its last partial batch."""
+    steps_per_epoch = examples // images_per_step
+    if steps_per_epoch == 0:
+        raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
+    return TrainingPlan(examples, images_per_step, steps_per_epoch,
+                        settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
 
 
 class CheckpointEvaluation:
@@ -114,7 +136,7 @@ class CyclesHook(tf.estimator.SessionRunHook):
     which returns True to end training there (an early stop)."""
 
     def __init__(self, plan, checkpoint_prefix: str, on_cycle_end):
-        """``plan``: run_loop.TrainingPlan; ``checkpoint_prefix``: model_dir/model.ckpt, where Estimator saves."""
+        """``plan``: a :class:`TrainingPlan`; ``checkpoint_prefix``: model_dir/model.ckpt, where Estimator saves."""
         self._plan, self._prefix, self._on_cycle_end = plan, checkpoint_prefix, on_cycle_end
         self._bar = None
 

@@ -1,6 +1,8 @@
 """Training hooks: a progress bar people can read, and a stop on a non-finite loss."""
 
+import contextlib
 import math
+import signal
 import sys
 import time
 
@@ -82,3 +84,21 @@ class ProgressBarHook(_LossHook):
         so that the error message starts a line of its own."""
         if self._bar is not None:
             self._bar.close()
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (e.g. from a job scheduler), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """Within the block, SIGTERM stops training as Ctrl-C does: checkpoints saved so far stay, and main says how to resume."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

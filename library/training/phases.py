@@ -16,9 +16,11 @@ compete for. A phase that has trained all its steps (or stopped early) is not tr
 a run killed at any moment resumes in the phase it was in (``run_loop.train_in_phases``).
 """
 
+import dataclasses
 import os
 
-from library.configuration.config import Config
+from library.configuration.config import Config, ConfigError
+from library.distribution import strategies
 
 
 def phase_settings(settings: Config, phase, last: bool) -> Config:
@@ -42,3 +44,22 @@ def describe(phases: tuple, settings: Config) -> str:
         changed = ", ".join(f"{name} {value}" for name, value in phase.values.items())
         lines.append(f"#   {phase.name}: {phase.summary}; in {where}" + (f" ({changed})" if changed else ""))
     return "\n".join(lines)
+
+
+def phase_runs(run) -> list:
+    """The run (a ``library.training.invocation.Run``) of each phase the experiment names for this run, in order; ``[run]`` when it names none."""
+    settings = run.settings
+    phases = run.experiment.training_phases(settings.as_dict())
+    if not phases:
+        return [run]
+    if settings.distribution in strategies.CLUSTER_DISTRIBUTIONS:
+        raise ConfigError(f"distribution {settings.distribution}: a training run in phases "
+                          f"({', '.join(phase.name for phase in phases)}) runs on one machine only; "
+                          "use distribution none or mirrored, or train each phase as a run of its own")
+    runs = []
+    for index, phase in enumerate(phases):
+        settings_of_phase = phase_settings(settings, phase, last=index == len(phases) - 1)
+        params = run.experiment.make_params(settings_of_phase.as_dict()) if phase.values else run.params
+        runs.append(dataclasses.replace(run, settings=settings_of_phase, params=params, phase=phase.name,
+                                        log_dir=settings.model_dir))
+    return runs

@@ -1,210 +1,39 @@
-"""The generic run loop: train in cycles with evaluation and a best snapshot, or evaluate, predict, export.
+"""The generic run loop: train in cycles with evaluation and a best snapshot, or run another mode.
 
 It knows nothing about the data or the network: a project hands ``main`` an instance of
 ``library.experiment.Experiment`` (the contract; ``project/experiment.py`` is this
-project's). ``mode`` is the one switch: every mode is a function of one :class:`Run`, and a
-training run keeps its state in one :class:`Training`.
-
-When the model_fn's evaluation metrics include a ``confusion_matrix`` (and optionally the
-``mistakes/*`` of ``library/evaluation/report.py``), every evaluation also gets a report,
-its classes named by ``params["class_names"]``: in TensorBoard's eval run, as
-``model_dir/evaluation-<step>.json`` in training, printed (and in ``report_file``) by
-``evaluate``. Only scalar results go into evaluations.jsonl and the best-snapshot record.
+project's). ``mode`` is the one switch: training is :func:`train` here, every other mode a
+function of ``library/training/modes.py``, each of one ``Run`` (``library/training/invocation.py``);
+a training run keeps its state in one :class:`Training`, and each evaluation of it goes through
+``library/evaluation/evaluator.py``.
 """
 
-import contextlib
-import csv
 import dataclasses
-import io
-import json
 import os
-import random
-import shutil
-import signal
 import sys
-import tempfile
 import time
 from typing import Optional
 
-import numpy as np
-
-from library import atomic_file, model_directory
+from library import model_directory
 from library.configuration import config
 from library.configuration.config import ConfigError
 from library.distribution import strategies, towers
 from library.evaluation import hparams_summary, recalibration
 from library.evaluation import report as evaluation_report
-from library.evaluation.best_checkpoint import BestCheckpoint, json_ready
+from library.evaluation.best_checkpoint import BestCheckpoint
+from library.evaluation.evaluator import EvaluationLog, epoch_label, evaluation_results, evaluation_summary
 from library.experiment import Experiment
 from library.tensorflow_env import first_line, import_tensorflow, use_graph_mode
-from library.training import checkpoints, phases as training_phases
-from library.training.cycles import Background, CheckpointEvaluation, CyclesHook, write_scalar_summaries
-from library.training.hooks import NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook
+from library.training import checkpoints, modes
+from library.training.cycles import Background, CheckpointEvaluation, CyclesHook, TrainingPlan, plan_training, write_scalar_summaries
+from library.training.hooks import (NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook, Terminated,
+                                    sigterm_as_interrupt)
+from library.training.invocation import Run, global_step_of, seed_everything, session_config
+from library.training.modes import export_saved_model
+from library.training.phases import phase_runs
 
 tf = import_tensorflow()
 ModeKeys = tf.estimator.ModeKeys
-EVALUATIONS_FILE = "evaluations.jsonl"
-
-
-def seed_everything(seed) -> None:
-    """Seed Python and numpy; TensorFlow's graph seed goes through RunConfig.tf_random_seed."""
-    if seed is not None:
-        random.seed(seed)
-        np.random.seed(seed)
-
-
-def session_config(settings) -> tf.compat.v1.ConfigProto:
-    """Session options: soft placement (GPU code falls back to CPU), XLA on request."""
-    session = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    session.gpu_options.allow_growth = True
-    if settings.xla:
-        session.graph_options.optimizer_options.global_jit_level = tf.compat.v1.OptimizerOptions.ON_1
-    return strategies.with_virtual_cpus(session, settings.distribution, settings.num_gpus)
-
-
-@dataclasses.dataclass(frozen=True)
-class Run:
-    """One invocation: the resolved settings, the project's experiment and the params it derived from them."""
-
-    settings: config.Config
-    experiment: Experiment
-    params: dict
-    phase: Optional[str] = None  # the phase of a training run in phases (library/training/phases.py)
-    log_dir: Optional[str] = None  # the folder of evaluations.jsonl when it is not model_dir (a phase's: the run's)
-    warm_start_from: Optional[str] = None  # a checkpoint whose trainable variables start a model_dir without one
-
-    def estimator(self, model_dir=None, *, strategy=None, tf_config=None,
-                  save_checkpoints_steps=None) -> tf.estimator.Estimator:
-        """The experiment's model_fn in an Estimator configured from the run options (and a strategy or towers to train
-        with), warm-started from ``warm_start_from`` while its model_dir holds no checkpoint."""
-        settings = self.settings
-        model_fn = self.experiment.model_fn
-        if isinstance(strategy, towers.Towers):
-            model_fn, strategy = strategy.replicate(model_fn), None
-        run_config = tf.estimator.RunConfig(
-            model_dir=model_dir or settings.model_dir,
-            tf_random_seed=settings.random_seed,
-            save_checkpoints_secs=None if save_checkpoints_steps else settings.save_checkpoints_secs,
-            save_checkpoints_steps=save_checkpoints_steps,
-            keep_checkpoint_max=settings.keep_checkpoint_max,
-            session_config=strategies.with_device_filters(session_config(settings), settings.distribution,
-                                                            tf_config or {}),
-            log_step_count_steps=None,  # the progress bar reports speed instead
-            train_distribute=strategy,
-        )
-        warm_start = tf.estimator.WarmStartSettings(self.warm_start_from) if self.warm_start_from else None
-        return tf.estimator.Estimator(model_fn, config=run_config, params=self.params, warm_start_from=warm_start)
-
-    def with_params(self, **extra) -> "Run":
-        """This run with ``extra`` added to the params (e.g. a training run's step counts for the model_fn)."""
-        return dataclasses.replace(self, params={**self.params, **extra})
-
-    def input_fn(self, mode):
-        """The experiment's input_fn of ``mode`` over this run's params, as Estimator calls it."""
-        return lambda: self.experiment.input_fn(self.params, mode)
-
-    def held_checkpoint(self):
-        """The checkpoint that ``model`` names, held for a ``with`` block (a training run may rotate it away meanwhile)
-        once it is known to be one of a model trained for this configuration (library/training/checkpoints.py)."""
-        return checkpoints.held(self.settings, self.experiment.model_identity(self.params),
-                                self.experiment.checkpoint_shapes(self.params))
-
-
-def global_step_of(model_dir: str) -> int:
-    """The step of the latest checkpoint in ``model_dir``, 0 when there is none."""
-    path = tf.train.latest_checkpoint(model_dir)
-    return 0 if path is None else int(tf.train.load_variable(path, "global_step"))
-
-
-class EvaluationLog:
-    """Every evaluation of a run, one JSON line each, so a resumed run knows what was evaluated and since when the
-    loss has not improved; the entries of a run in phases name their phase, and each phase reads its own."""
-
-    def __init__(self, model_dir: str, phase: Optional[str] = None):
-        self._path = os.path.join(model_dir, EVALUATIONS_FILE)
-        self._phase = phase
-        self.entries = []
-        if tf.io.gfile.exists(self._path):
-            with tf.io.gfile.GFile(self._path) as handle:
-                self.entries = [json.loads(line) for line in handle if line.strip()]
-
-    def _own(self) -> list:
-        return [entry for entry in self.entries if entry.get("phase") == self._phase]
-
-    @property
-    def last_step(self):
-        own = self._own()
-        return own[-1]["global_step"] if own else None
-
-    def evaluations_without_improvement(self) -> int:
-        """This phase's evaluations since its last new best (an entry that does not say counts as one)."""
-        count = 0
-        for entry in reversed(self._own()):
-            if entry.get("new_best", True):
-                break
-            count += 1
-        return count
-
-    def append(self, entry: dict) -> None:
-        self.entries.append({"phase": self._phase, **entry} if self._phase else entry)
-        atomic_file.write_text(self._path, "".join(json.dumps(e) + "\n" for e in self.entries))
-
-
-def plain(results: dict) -> dict:
-    """Evaluation results as JSON-ready Python numbers."""
-    return {key: json_ready(value) for key, value in results.items()}
-
-
-def evaluate_checkpoint(run: Run, estimator, checkpoint, write_summaries=evaluation_report.write_summaries) -> tuple:
-    """Evaluate ``checkpoint`` on the evaluation data: see :func:`evaluation_results`."""
-    results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), checkpoint_path=checkpoint)
-    return evaluation_results(estimator, run.params, results, write_summaries)
-
-
-def evaluation_results(estimator, params, results: dict, write_summaries=evaluation_report.write_summaries) -> tuple:
-    """(scalar results as plain numbers, the evaluation report or None); the report also goes to TensorBoard
-    through ``write_summaries(eval_dir, report, arrays)``."""
-    scalars, arrays = evaluation_report.split(results)
-    scalars = plain(scalars)
-    report = evaluation_report.build(arrays, params.get("class_names"), scalars["global_step"])
-    if report is not None:
-        write_summaries(estimator.eval_dir(), report, arrays)
-    return scalars, report
-
-
-def evaluation_summary(results: dict, epoch: float, epochs: int, record, improved: bool, phase=None) -> str:
-    """One line a person can scan: where training is (in which phase), how it did, the best so far."""
-    line = f"{epoch_label(phase, epoch)}/{epochs}  step {results['global_step']}  eval loss {results['loss']:.4f}"
-    if "accuracy" in results:
-        line += f"  accuracy {results['accuracy']:.2%}"
-    if record:
-        line += f"  best loss {record['loss']:.4f} ({epoch_label(record.get('phase'), record['epoch'])})"
-    return line + ("  * new best" if improved else "")
-
-
-def epoch_label(phase: Optional[str], epoch: float) -> str:
-    """``epoch 3``, or ``head epoch 3`` in a phase: epochs count within their phase."""
-    return f"{phase + ' ' if phase else ''}epoch {epoch:g}"
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainingPlan:
-    """How many steps make an epoch, a cycle between evaluations and the whole run."""
-
-    examples: int
-    images_per_step: int
-    steps_per_epoch: int
-    cycle_steps: int
-    total_steps: int
-
-
-def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan:
-    """Step counts from the epoch options; an epoch drops its last partial batch."""
-    steps_per_epoch = examples // images_per_step
-    if steps_per_epoch == 0:
-        raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
-    return TrainingPlan(examples, images_per_step, steps_per_epoch,
-                        settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
 
 
 def training_strategy(run: Run):
@@ -257,24 +86,6 @@ def train(run: Run) -> int:
         if in_cluster:
             return Training.start(run, plans[0], strategy=strategy, tf_config=tf_config).run_task(task_type)
         return train_in_phases(phases, plans, strategy)
-
-
-def phase_runs(run: Run) -> list:
-    """The :class:`Run` of each phase the experiment names for this run, in order; ``[run]`` when it names none."""
-    settings = run.settings
-    phases = run.experiment.training_phases(settings.as_dict())
-    if not phases:
-        return [run]
-    if settings.distribution in strategies.CLUSTER_DISTRIBUTIONS:
-        raise ConfigError(f"distribution {settings.distribution}: a training run in phases "
-                          f"({', '.join(phase.name for phase in phases)}) runs on one machine only; "
-                          "use distribution none or mirrored, or train each phase as a run of its own")
-    runs = []
-    for index, phase in enumerate(phases):
-        phase_settings = training_phases.phase_settings(settings, phase, last=index == len(phases) - 1)
-        params = run.experiment.make_params(phase_settings.as_dict()) if phase.values else run.params
-        runs.append(Run(phase_settings, run.experiment, params, phase=phase.name, log_dir=settings.model_dir))
-    return runs
 
 
 def train_in_phases(phases: list, plans: list, strategy) -> int:
@@ -496,175 +307,6 @@ class Training:
               flush=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (e.g. from a job scheduler), raised in the main thread like Ctrl-C's KeyboardInterrupt."""
-
-
-def _raise_terminated(signum, frame):
-    raise Terminated
-
-
-@contextlib.contextmanager
-def sigterm_as_interrupt():
-    """Within the block, SIGTERM stops training as Ctrl-C does: checkpoints saved so far stay, and main says how to resume."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def evaluate(run: Run) -> int:
-    """Evaluate the checkpoint ``model`` names and print its metrics and report (written to ``report_file`` too);
-    nothing is written into model_dir (Estimator's event file goes to the held checkpoint's private folder)."""
-    settings = run.settings
-    with run.held_checkpoint() as checkpoint:
-        results, report = evaluate_checkpoint(run, run.estimator(checkpoint.folder), checkpoint.path,
-                                              write_summaries=lambda *drawn: None)
-    print(f"checkpoint {checkpoint.name}")
-    for key in sorted(results):
-        print(f"{key} = {results[key]:.6g}" if isinstance(results[key], float) else f"{key} = {results[key]}")
-    if report is not None:
-        print(evaluation_report.table(report))
-        if settings.report_file:
-            evaluation_report.write_json(settings.report_file, report)
-            print(f"report written to {settings.report_file}")
-    return 0
-
-
-def predict(run: Run) -> int:
-    """Print one tab-separated line per input of ``predict_input`` (and write them as CSV on request)."""
-    settings = run.settings
-    if not settings.predict_input:
-        raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
-    if settings.predictions_file:
-        check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
-    input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
-    rows = []
-    with run.held_checkpoint() as checkpoint:
-        for prediction in run.estimator(checkpoint.folder).predict(input_fn, checkpoint_path=checkpoint.path):
-            row = run.experiment.prediction_row(prediction, run.params)
-            print("\t".join(escaped(value) for value in row.values()), flush=True)
-            rows.append(row)
-    if settings.predictions_file:
-        atomic_file.write_text(settings.predictions_file, csv_text(rows))
-    return 0
-
-
-def check_not_a_folder(option: str, path: str, example_name: str) -> None:
-    """ConfigError when the file path ``path`` given for ``option`` is a folder, suggesting ``example_name`` in it."""
-    if tf.io.gfile.isdir(path):
-        raise ConfigError(f"{option}: {path} is a folder; give a file path, e.g. {os.path.join(path, example_name)}")
-
-
-# What a tab-separated line shows for the characters that would split it, or act on a terminal.
-_ESCAPES = {code: f"\\x{code:02x}" for code in [*range(0x20), 0x7f]} | {
-    ord("\\"): "\\\\", ord("\t"): "\\t", ord("\n"): "\\n", ord("\r"): "\\r"}
-
-
-def escaped(value: str) -> str:
-    """``value`` for a tab-separated line: backslashes, tabs, newlines and other control characters as escapes
-    (``\\``, ``\\t``, ``\\n``, ``\\x1b``), so that a file name holding one cannot split or fake a line."""
-    return value.translate(_ESCAPES)
-
-
-def csv_text(rows: list) -> str:
-    """``rows`` (dicts with the same keys) as CSV under a header row, quoted where a value needs it."""
-    text = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(text, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return text.getvalue()
-
-
-def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
-    """Export a SavedModel (the experiment's serving input) under ``export_dir/<timestamp>``.
-
-    Estimator names the folder by the second, so two exports in the same second (two runs, or a run and the best
-    snapshot's export) would collide: each is written in a private staging folder, then renamed to the first free
-    timestamp from its own on."""
-    import tensorflow as tf
-
-    atomic_file.remove_stale_temporaries(export_dir, "export")  # of exports a kill interrupted
-    staging = atomic_file.temporary_name(os.path.join(export_dir, "export"))
-    try:
-        path = estimator.export_saved_model(staging, lambda: run.experiment.serving_input_receiver_fn(run.params),
-                                            checkpoint_path=checkpoint)
-        path = path.decode() if isinstance(path, bytes) else path
-        timestamp = int(os.path.basename(path))
-        while True:
-            target = os.path.join(export_dir, str(timestamp))
-            try:
-                tf.io.gfile.rename(path, target, overwrite=False)
-                return target
-            except tf.errors.AlreadyExistsError:
-                timestamp += 1
-    finally:
-        if tf.io.gfile.exists(staging):
-            tf.io.gfile.rmtree(staging)
-
-
-def export(run: Run) -> int:
-    """Write a SavedModel of the checkpoint ``model`` names."""
-    if not run.settings.export_dir:
-        raise ConfigError("export mode needs --export_dir DIR")
-    with run.held_checkpoint() as checkpoint:
-        path = export_saved_model(run, run.estimator(checkpoint.folder), run.settings.export_dir, checkpoint.path)
-    print(f"SavedModel of {checkpoint.name} written to {path}")
-    return 0
-
-
-def export_hub(run: Run) -> int:
-    """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
-    output = run.settings.output
-    if not output:
-        raise ConfigError("export_hub mode needs --output DIR")
-    with run.held_checkpoint() as checkpoint:
-        try:
-            run.experiment.export_feature_extractor(run.params, checkpoint.path, output)
-        except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
-            raise ConfigError(f"export_hub: {error}") from None
-    print(f"hub module of {checkpoint.name} written to {output}")
-    return 0
-
-
-def export_tflite(run: Run) -> int:
-    """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
-    output = run.settings.output
-    if not output:
-        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
-    check_not_a_folder("output", output, "model.tflite")
-    with run.held_checkpoint() as checkpoint:
-        run.experiment.export_tflite(run.params, checkpoint.path, output)
-    print(f"TensorFlow Lite model of {checkpoint.name} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
-    return 0
-
-
-def dry_run(run: Run) -> int:
-    """Build the graph and input once and run one training and one evaluation step, writing nothing."""
-    scratch = tempfile.mkdtemp(prefix="dry_run-")
-    try:
-        run = run.with_params(steps_per_epoch=1, train_steps=1)
-        estimator = run.estimator(scratch)
-        estimator.train(run.input_fn(ModeKeys.TRAIN), max_steps=1, hooks=[StopOnNonFiniteLossHook()])
-        results = estimator.evaluate(run.input_fn(ModeKeys.EVAL), steps=1)
-        print(f"dry run: one training step and one evaluation batch ran (eval loss {results['loss']:.4f}); nothing written")
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return 0
-
-
-def benchmark_input(run: Run) -> int:
-    """Print the training input's speed alone as JSON (images/s over ``benchmark_batches`` batches)."""
-    print(json.dumps(run.experiment.benchmark_input(run.params, run.settings.benchmark_batches)))
-    return 0
-
-
-MODES = {"train": train, "evaluate": evaluate, "predict": predict, "export": export, "export_hub": export_hub,
-         "export_tflite": export_tflite, "dry_run": dry_run, "benchmark_input": benchmark_input}
-
-
 def main(settings, experiment: Experiment) -> int:
     """Run the mode the settings ask for; user mistakes end in one line on stderr and exit code 2, failures of
     the data or the disk in one line and exit code 1, an interruption with how to resume (130, SIGTERM 143)."""
@@ -673,7 +315,8 @@ def main(settings, experiment: Experiment) -> int:
     params = None
     try:
         params = experiment.make_params(settings.as_dict())
-        return MODES[settings.mode](Run(settings, experiment, params))
+        mode = train if settings.mode == "train" else getattr(modes, settings.mode)
+        return mode(Run(settings, experiment, params))
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

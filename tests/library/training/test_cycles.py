@@ -3,8 +3,7 @@
 import numpy as np
 import pytest
 
-from library.training.cycles import CheckpointEvaluation, CyclesHook
-from library.training.run_loop import TrainingPlan
+from library.training.cycles import CheckpointEvaluation, CyclesHook, TrainingPlan
 from tests.conftest import tf
 
 v1 = tf.compat.v1

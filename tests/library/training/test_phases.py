@@ -4,7 +4,7 @@ import json
 
 from library.configuration.config import Config
 from library.experiment import Phase
-from library.training.run_loop import EVALUATIONS_FILE, EvaluationLog
+from library.evaluation.evaluator import EVALUATIONS_FILE, EvaluationLog
 from library.training.phases import describe, phase_settings
 
 SETTINGS = Config({"model_dir": "out/m", "train_epochs": 3, "learning_rate": 1e-5},
