@@ -120,7 +120,7 @@ def training_seconds(events: list, start: float, end: float) -> float:
 
 def without_evaluation() -> contextlib.AbstractContextManager:
     """Within the block, a training run's evaluations do nothing (and so build nothing)."""
-    return mock.patch.object(run_loop.Training, "evaluate_and_snapshot", lambda self, evaluation, checkpoint, _: checkpoint)
+    return mock.patch.object(evaluator.Evaluator, "evaluate", lambda self, checkpoint: checkpoint)
 
 
 def measure_without_evaluation(setting: str, seed: int, head_epochs: int) -> dict:

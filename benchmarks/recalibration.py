@@ -4,7 +4,7 @@ The `default` set with its feature extractor fine-tuned on batch statistics (``-
 --fine_tuning_batch_norm train``: moving averages updated in training, so there is something to
 recalibrate; the default for a pretrained module keeps them frozen) evaluates a
 checkpoint of its own (one training step) on the benchmark records, as the run loop does at
-the end of a training cycle (``library/training/cycles.py``: graphs and sessions built once,
+the end of a training cycle (``library/evaluation/evaluator.py``: graphs and sessions built once,
 timed here after a first, untimed evaluation), twice:
 
 * ``recalibrated``: a ``recalibration.Recalibrator`` (the training graph over
@@ -26,8 +26,8 @@ from benchmarks.report import RowText
 from library.evaluation import recalibration
 from library.tensorflow_env import import_tensorflow
 from library.evaluation import evaluator
+from library.evaluation.evaluator import CheckpointEvaluation
 from library.training import invocation
-from library.training.cycles import CheckpointEvaluation
 from project.experiment import ImageClassifier
 
 tf = import_tensorflow()
@@ -81,7 +81,7 @@ def row(context) -> dict:
         seconds = {}
 
         def evaluated(path):
-            """The checkpoint's metrics and report, as run_loop.Training.evaluate_and_snapshot makes them."""
+            """The checkpoint's metrics and report, as evaluator.Evaluator.evaluate makes them."""
             return evaluator.evaluation_results(estimator, params, evaluation.evaluate(path)[1])[0]
 
         def recalibrated():

@@ -29,7 +29,7 @@ from benchmarks import measure, project_config, report
 from benchmarks.report import RowText
 from library.data import feature_cache
 from library.tensorflow_env import import_tensorflow
-from library.training import cycles
+from library.evaluation import evaluator
 from project import cached_features
 
 tf = import_tensorflow()
@@ -55,10 +55,10 @@ class StepTimes(tf.estimator.SessionRunHook):
 @contextlib.contextmanager
 def timed_steps():
     """Within the block, every step of Estimator.train and evaluate calls and every in-session evaluation
-    (cycles.CheckpointEvaluation) appends (kind, start, end) to the yielded list."""
+    (evaluator.CheckpointEvaluation) appends (kind, start, end) to the yielded list."""
     events = []
     original = {"train": tf.estimator.Estimator.train, "evaluate": tf.estimator.Estimator.evaluate,
-                "checkpoint": cycles.CheckpointEvaluation.evaluate}
+                "checkpoint": evaluator.CheckpointEvaluation.evaluate}
 
     def hooked(kind):
         def call(self, *args, hooks=None, **kwargs):  # first, so that a step ends before other hooks' work
@@ -74,7 +74,7 @@ def timed_steps():
 
     with mock.patch.object(tf.estimator.Estimator, "train", hooked("train")), \
             mock.patch.object(tf.estimator.Estimator, "evaluate", hooked("evaluate")), \
-            mock.patch.object(cycles.CheckpointEvaluation, "evaluate", timed_evaluation):
+            mock.patch.object(evaluator.CheckpointEvaluation, "evaluate", timed_evaluation):
         yield events
 
 
@@ -181,7 +181,7 @@ CYCLES_TEXT = RowText(
         "step to its evaluation and 2-4 s from the evaluation to the next step on this machine under load. Now "
         "autotuning is off, every cycle runs in one training session, the recalibration and evaluation graphs are "
         "built once per run, the evaluation input is restarted and the report's images (~0.2 s of matplotlib) are "
-        "drawn in threads of their own while training goes on (library/training/cycles.py), so those waits are "
+        "drawn in threads of their own while training goes on (library/evaluation/evaluator.py), so those waits are "
         "hundredths of a second. What remains is work: the test images through the model, the report's figures, "
         "and with recalibration on, at most one pass of the training images through the training graph (here 12 "
         "batches of 16: about the forward work of an epoch of training on a set this small)."

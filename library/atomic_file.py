@@ -11,6 +11,8 @@ import re
 import shutil
 import uuid
 
+from library.tensorflow_env import import_tensorflow
+
 _TEMPORARY_SUFFIX = r"\.tmp-(?:\d+-)?[0-9a-f]{8}"  # names written before the pid was added have none
 _WRITER = re.compile(r"\..+\.tmp-(\d+)-[0-9a-f]{8}")
 
@@ -59,7 +61,7 @@ def _is_running(pid: int) -> bool:
 def write_bytes(path: str, data: bytes, temporary: str = None) -> None:
     """Write ``data`` to a temporary sibling, then rename it over ``path``; ``temporary`` names the sibling where
     :func:`temporary_name` would be taken for a finished file (e.g. by TensorBoard, which reads any "tfevents" name)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     tf.io.gfile.makedirs(os.path.dirname(path) or ".")
     temporary = temporary or temporary_name(path)

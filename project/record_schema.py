@@ -20,6 +20,8 @@ key                         type     meaning
 
 import dataclasses
 
+from library.tensorflow_env import import_tensorflow
+
 ENCODED = "image/encoded"
 FORMAT = "image/format"
 HEIGHT = "image/height"
@@ -66,7 +68,7 @@ READ = {
 
 def make_example(image: SourceImage) -> bytes:
     """A serialized ``tf.train.Example`` of ``image``, one feature per entry of :data:`FIELDS`."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     def feature(dtype, value):
         if dtype is int:
@@ -81,7 +83,7 @@ def make_example(image: SourceImage) -> bytes:
 
 def feature_spec() -> dict:
     """``tf.io.parse_example`` spec of the fields the input pipeline reads (:data:`READ`)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     dtypes = {bytes: tf.string, int: tf.int64, float: tf.float32}
     return {key: tf.io.FixedLenFeature([], dtypes[FIELDS[key][0]], default_value=default)
@@ -103,7 +105,7 @@ def read_labels(path: str) -> list:
     line after it; blank lines at the end are ignored. Only a newline ends a line (CRLF files
     are read too), so any other control character stays in its line and is refused.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     from library.data.image_files import check_class_names
 

@@ -15,6 +15,7 @@ import os
 
 from library import atomic_file
 from library.data import manifest
+from library.tensorflow_env import import_tensorflow
 
 
 def records_signatures(paths) -> list:
@@ -28,7 +29,7 @@ def records_signatures(paths) -> list:
 def file_signatures(paths) -> list:
     """[name, bytes, mtime] of every file in ``paths`` (files, or folders walked), sorted: changes with any file's size
     or time. The time is ``tf.io.gfile.stat``'s ``mtime_nsec``, whole seconds on local disks (in nanoseconds)."""
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     found = []
     for path in paths:
@@ -59,7 +60,7 @@ def ensure(path: str, compute) -> bool:
     ``compute`` writes the whole file at the temporary path it is given, which is renamed to
     ``path`` only once ``compute`` returns; a failure or interruption removes it.
     """
-    import tensorflow as tf
+    tf = import_tensorflow()
 
     if tf.io.gfile.exists(path):
         return False

@@ -138,7 +138,7 @@ def checkpoint_at_step(model_dir: str, step: int) -> Optional[str]:
     return None
 
 
-def recalibrate(checkpoint: str, model_fn: Callable, input_fn: Callable, params: dict, batches: int,
+def recalibrate(checkpoint: str, model_fn: Callable, input_fn: Callable, params: dict, batches: int, *,
                 session_config=None, make_latest: bool = True) -> Recalibration:
     """One :meth:`Recalibrator.recalibrate` of ``checkpoint`` (the graph built for it alone)."""
     with contextlib.closing(Recalibrator(model_fn, input_fn, params, batches, session_config)) as recalibrator:

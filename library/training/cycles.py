@@ -1,23 +1,12 @@
-"""Evaluating at the end of every training cycle without leaving the training session.
-
-A cycle that ends its ``Estimator.train`` call, recalibrates and then runs
-``Estimator.evaluate`` builds three graphs, opens three sessions, restores the checkpoint
-three times and refills the training input's shuffle buffer: seconds on 2 CPU cores, more
-than a small set's epoch of training. Here one ``Estimator.train`` call runs every cycle.
-At each cycle's last step :class:`CyclesHook` saves a checkpoint with the training's own
-Saver and hands it to :class:`CheckpointEvaluation`, whose recalibration and evaluation
-graphs and sessions are built once per run: the same model_fn in EVAL mode, the same
-metrics as ``Estimator.evaluate`` (the loss as the mean of the batches' losses) and the
-same scalar summaries in ``eval_dir``. Evaluating the checkpoint file, not the live
-variables, keeps what the best snapshot copies identical to what was evaluated; a run
-stopped between the save and the evaluation's log entry is evaluated on resume
-(``run_loop.Training.in_cycles``).
+"""Training cycles: how many steps make an epoch, a cycle between evaluations and the whole run
+(:class:`TrainingPlan`), and every cycle of a run inside one ``Estimator.train`` call (:class:`CyclesHook`): no
+graph to rebuild, no session to reopen, no shuffle buffer to refill between cycles. At each cycle's last step the
+hook saves a checkpoint with the training's own Saver and hands it to the run's evaluation
+(``library/evaluation/evaluator.py``); a run stopped between the save and the evaluation's log entry is
+evaluated on resume (``run_loop.Training.in_cycles``).
 """
 
-import concurrent.futures
 import dataclasses
-
-import numpy as np
 
 from library.configuration.config import ConfigError
 from library.tensorflow_env import import_tensorflow
@@ -45,89 +34,6 @@ def plan_training(settings, examples: int, images_per_step: int) -> TrainingPlan
         raise ConfigError(f"train_batch_size: {settings.train_batch_size} is larger than the {examples} training images; lower it")
     return TrainingPlan(examples, images_per_step, steps_per_epoch,
                         settings.epochs_between_evals * steps_per_epoch, settings.train_epochs * steps_per_epoch)
-
-
-class CheckpointEvaluation:
-    """An evaluation graph and session, built at the first evaluation, that evaluate any checkpoint of the model
-    (recalibrated first by ``recalibrator``, a ``recalibration.Recalibrator`` or None)."""
-
-    def __init__(self, model_fn, input_fn, recalibrator=None, session_config=None, seed=None):
-        """``model_fn(features, labels, mode)`` gives the EstimatorSpec; ``input_fn()`` one pass of (features, labels)."""
-        self._build = lambda: _EvaluationGraph(model_fn, input_fn, session_config, seed)
-        self._graph = None
-        self._recalibrator = recalibrator
-
-    def evaluate(self, checkpoint: str) -> tuple:
-        """(the checkpoint evaluated: ``checkpoint`` or its recalibration, its metrics as ``Estimator.evaluate``
-        returns them)."""
-        if self._recalibrator is not None:
-            checkpoint = self._recalibrator.before_evaluation(checkpoint)
-        if self._graph is None:
-            self._graph = self._build()
-        return checkpoint, self._graph.evaluate(checkpoint)
-
-    def close(self) -> None:
-        if self._graph is not None:
-            self._graph.close()
-        if self._recalibrator is not None:
-            self._recalibrator.close()
-
-
-class _EvaluationGraph:
-    """The model in EVAL mode on one pass of the evaluation input, with the metrics Estimator.evaluate computes.
-
-    After each evaluation the metrics and the input are reset in a thread of their own, so that the next
-    evaluation finds its input started (starting an input pipeline takes ~0.1 s) while training goes on.
-    """
-
-    def __init__(self, model_fn, input_fn, session_config=None, seed=None):
-        self._graph = tf.Graph()
-        with self._graph.as_default():
-            if seed is not None:
-                v1.set_random_seed(seed)  # as RunConfig.tf_random_seed does
-            global_step = v1.train.get_or_create_global_step()
-            iterator = v1.data.make_initializable_iterator(input_fn())
-            features, labels = iterator.get_next()
-            spec = model_fn(features, labels, tf.estimator.ModeKeys.EVAL)
-            metrics = {**spec.eval_metric_ops, "loss": v1.metrics.mean(spec.loss)}
-            self._values = {**{name: value for name, (value, _) in metrics.items()}, "global_step": global_step}
-            self._update = tf.group(*[update for _, update in metrics.values()])
-            self._reset = tf.group(v1.local_variables_initializer(), iterator.initializer)
-            self._saver = v1.train.Saver()
-            tables = v1.tables_initializer()
-        self._graph.finalize()
-        self._session = v1.Session(graph=self._graph, config=session_config)
-        self._session.run(tables)
-        self._resetting = Background()
-        self._reset_later = self._resetting.later(lambda: self._session.run(self._reset))
-        self._reset_later()
-
-    def evaluate(self, checkpoint: str) -> dict:
-        self._saver.restore(self._session, checkpoint)
-        self._resetting.wait()
-        while True:
-            try:
-                self._session.run(self._update)
-            except tf.errors.OutOfRangeError:
-                break
-        values = self._session.run(self._values)
-        self._reset_later()
-        return values
-
-    def close(self) -> None:
-        try:
-            self._resetting.finish()
-        finally:
-            self._session.close()
-
-
-def write_scalar_summaries(eval_dir: str, results: dict) -> None:
-    """The scalar results in TensorBoard's eval run at their global step, as ``Estimator.evaluate`` writes them."""
-    values = [v1.Summary.Value(tag=name, simple_value=float(value)) for name, value in results.items()
-              if np.ndim(value) == 0 and name != "global_step"]
-    writer = v1.summary.FileWriterCache.get(eval_dir)
-    writer.add_summary(v1.Summary(value=values), int(results["global_step"]))
-    writer.flush()
 
 
 class CyclesHook(tf.estimator.SessionRunHook):
@@ -181,33 +87,3 @@ class CyclesHook(tf.estimator.SessionRunHook):
         """Close the current bar; also when training stops by an exception, so that the error starts a line."""
         if self._bar is not None:
             self._bar.close()
-
-
-class Background:
-    """One worker thread for work training need not wait for (the evaluation report's images: matplotlib, ~0.2 s
-    an evaluation; restarting the evaluation input); the work runs in the order handed over, and its error is
-    raised at the next hand-over, :meth:`wait` or :meth:`finish`."""
-
-    def __init__(self):
-        self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="cycle-evaluation")
-        self._pending = None
-
-    def later(self, function):
-        """``function`` made to run in the worker, once the work handed over before it has ended."""
-        def submit(*args):
-            self.wait()
-            self._pending = self._executor.submit(function, *args)
-        return submit
-
-    def wait(self) -> None:
-        """Wait for the work handed over (raising its error)."""
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def finish(self) -> None:
-        """Wait for the work handed over (raising its error), then stop the worker."""
-        try:
-            self.wait()
-        finally:
-            self._executor.shutdown()

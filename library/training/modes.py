@@ -90,8 +90,6 @@ def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
     Estimator names the folder by the second, so two exports in the same second (two runs, or a run and the best
     snapshot's export) would collide: each is written in a private staging folder, then renamed to the first free
     timestamp from its own on."""
-    import tensorflow as tf
-
     atomic_file.remove_stale_temporaries(export_dir, "export")  # of exports a kill interrupted
     staging = atomic_file.temporary_name(os.path.join(export_dir, "export"))
     try:

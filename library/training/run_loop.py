@@ -11,7 +11,6 @@ a training run keeps its state in one :class:`Training`, and each evaluation of 
 import dataclasses
 import os
 import sys
-import time
 from typing import Optional
 
 from library import model_directory
@@ -19,13 +18,12 @@ from library.configuration import config
 from library.configuration.config import ConfigError
 from library.distribution import strategies, towers
 from library.evaluation import hparams_summary, recalibration
-from library.evaluation import report as evaluation_report
 from library.evaluation.best_checkpoint import BestCheckpoint
-from library.evaluation.evaluator import EvaluationLog, epoch_label, evaluation_results, evaluation_summary
+from library.evaluation.evaluator import CheckpointEvaluation, EvaluationLog, Evaluator, epoch_label, evaluation_results
 from library.experiment import Experiment
 from library.tensorflow_env import first_line, import_tensorflow, use_graph_mode
 from library.training import checkpoints, modes
-from library.training.cycles import Background, CheckpointEvaluation, CyclesHook, TrainingPlan, plan_training, write_scalar_summaries
+from library.training.cycles import CyclesHook, TrainingPlan, plan_training
 from library.training.hooks import (NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook, Terminated,
                                     sigterm_as_interrupt)
 from library.training.invocation import Run, global_step_of, seed_everything, session_config
@@ -212,18 +210,16 @@ class Training:
         (library/training/cycles.py: no graph to rebuild, no session to reopen between cycles), until the last step
         or an early stop."""
         settings, plan = self.run.settings, self.plan
-        evaluation = CheckpointEvaluation(
+        evaluator = self.evaluator(CheckpointEvaluation(
             lambda features, labels, mode: self.run.experiment.model_fn(features, labels, mode, self.run.params),
             self.run.input_fn(ModeKeys.EVAL),
             recalibration.recalibrator(self.run.experiment, self.run.params, self.recalibration_batches(),
-                                                  session_config(settings)),
-            self.estimator.config.session_config, settings.random_seed)
-        drawing = Background()  # the report's images are drawn while training goes on
+                                       session_config(settings)),
+            self.estimator.config.session_config, settings.random_seed))
 
         def evaluate_cycle(checkpoint) -> bool:
             """Evaluate ``checkpoint``; True when training is to stop early after it."""
-            evaluated = self.evaluate_and_snapshot(evaluation, checkpoint,
-                                                   drawing.later(evaluation_report.write_summaries))
+            evaluated = evaluator.evaluate(checkpoint)
             stop = self.stops_early() and self.log.last_step < plan.total_steps
             if stop:
                 print(f"early stopping: the eval loss has not improved on the best snapshot's in "
@@ -251,29 +247,39 @@ class Training:
                 # Estimator saved the stopped step once more as trained: the evaluated statistics stay the latest
                 recalibration.make_latest_checkpoint(self.keep_latest)
         finally:
-            try:
-                drawing.finish()
-            finally:
-                evaluation.close()
+            evaluator.close()
 
     def in_cluster(self, task_type: str) -> None:
         """This task's part of a cluster run: the chief and workers train, the evaluator evaluates and snapshots."""
         settings = self.run.settings
+        evaluator = self.evaluator()
 
         def on_evaluation(results, epoch, improved):
-            self.report(*evaluation_results(self.estimator, self.run.params, results), epoch, improved)
+            evaluator.record(*evaluation_results(self.estimator, self.run.params, results), epoch, improved)
 
         hooks = [StopOnNonFiniteLossHook()]
         if task_type == "chief":
             hooks.append(ProgressBarHook(0, self.plan.total_steps, self.plan.images_per_step, "training"))
-        strategies.train_and_evaluate(
-            self.estimator, self.train_input_fn, self.run.input_fn(ModeKeys.EVAL),
-            max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
-            hooks=hooks, on_evaluation=on_evaluation,
-            recalibration=recalibration.evaluator_hook(
-                settings.model_dir, self.run.experiment, self.run.params, self.recalibration_batches(),
-                session_config(settings)),
-        )
+        try:
+            strategies.train_and_evaluate(
+                self.estimator, self.train_input_fn, self.run.input_fn(ModeKeys.EVAL),
+                max_steps=self.plan.total_steps, best=self.best, steps_per_epoch=self.plan.steps_per_epoch,
+                hooks=hooks, on_evaluation=on_evaluation,
+                recalibration=recalibration.evaluator_hook(
+                    settings.model_dir, self.run.experiment, self.run.params, self.recalibration_batches(),
+                    session_config(settings)),
+            )
+        finally:
+            evaluator.close()
+
+    def evaluator(self, engine: Optional[CheckpointEvaluation] = None) -> Evaluator:
+        """What evaluates this training's checkpoints (``engine``: the in-session evaluation of its cycles; none in a
+        cluster, whose evaluator task evaluates with Estimator) and keeps, logs and tells their results."""
+        settings = self.run.settings
+        return Evaluator(engine=engine, estimator=self.estimator, params=self.run.params, best=self.best, log=self.log,
+                         hparams_row=self.hparams_row, finished=lambda step: self.final and self.finished(step),
+                         model_dir=settings.model_dir, epochs=settings.train_epochs,
+                         steps_per_epoch=self.plan.steps_per_epoch, phase=self.run.phase)
 
     def recalibration_batches(self) -> int:
         """batch_norm_recalibration_batches, at most one pass over the training images: the recalibration input
@@ -283,28 +289,6 @@ class Training:
             return 0
         return min(self.run.settings.batch_norm_recalibration_batches,
                    self.plan.examples // self.run.settings.train_batch_size)
-
-    def evaluate_and_snapshot(self, evaluation: CheckpointEvaluation, checkpoint: str, write_summaries) -> str:
-        """Evaluate ``checkpoint`` (batch norm recalibrated), log it, and snapshot it if its loss is the best so far;
-        the report goes to TensorBoard through ``write_summaries`` (see :func:`evaluation_results`). Returns the
-        checkpoint evaluated (the recalibrated one, if any)."""
-        checkpoint, results = evaluation.evaluate(checkpoint)
-        write_scalar_summaries(self.estimator.eval_dir(), results)
-        results, report = evaluation_results(self.estimator, self.run.params, results, write_summaries)
-        epoch = results["global_step"] / self.plan.steps_per_epoch
-        improved = self.best.update_if_better(checkpoint, results, epoch, phase=self.run.phase)
-        self.report(results, report, epoch, improved)
-        return checkpoint
-
-    def report(self, results: dict, report, epoch: float, improved: bool) -> None:
-        """Keep an evaluation's report beside the log, log it for resumed runs and print its one-line summary."""
-        settings = self.run.settings
-        if report is not None:
-            evaluation_report.write_json(evaluation_report.json_path(settings.model_dir, results["global_step"]), report)
-        self.log.append({"epoch": round(epoch, 3), **results, "new_best": improved, "time": time.time()})
-        self.hparams_row.write(self.best.record, finished=self.final and self.finished(results["global_step"]))
-        print(evaluation_summary(results, epoch, settings.train_epochs, self.best.record, improved, self.run.phase),
-              flush=True)
 
 
 def main(settings, experiment: Experiment) -> int:

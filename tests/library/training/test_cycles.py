@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from library.training.cycles import CheckpointEvaluation, CyclesHook, TrainingPlan
+from library.evaluation.evaluator import CheckpointEvaluation
+from library.training.cycles import CyclesHook, TrainingPlan
 from tests.conftest import tf
 
 v1 = tf.compat.v1
