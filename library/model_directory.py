@@ -9,12 +9,16 @@
   feature extractor, input size), written when training starts. Restoring a checkpoint into
   a model built for something else either fails deep in TensorFlow or, worse, predicts
   confidently wrong answers; every mode compares the record with the configuration first.
+- ``checkpoint``: TensorFlow's state file naming the latest checkpoint (and those kept), written
+  here alone (:func:`write_state`) for the recalibrated checkpoints of a model_dir and the best
+  snapshot's folder; :func:`checkpoint_files` names the files of one checkpoint.
 """
 
 import contextlib
 import fcntl
 import json
 import os
+import re
 import reprlib
 import socket
 import sys
@@ -25,6 +29,7 @@ from library.tensorflow_env import import_tensorflow
 
 LOCK_FILE = "training.lock"
 RECORD_FILE = "trained_for.json"
+STATE_FILE = "checkpoint"
 
 
 @contextlib.contextmanager
@@ -110,3 +115,38 @@ def _describe(value) -> str:
     shortened.maxstring = 60
     text = shortened.repr(value)
     return f"{text} ({len(value)} entries)" if isinstance(value, list) else text
+
+
+def checkpoint_files(checkpoint_path: str) -> list[str]:
+    """Data shards and index of exactly this checkpoint (``-10`` never takes ``-100``'s files)."""
+    gfile = import_tensorflow().io.gfile
+    directory, prefix = os.path.split(checkpoint_path)
+    index = checkpoint_path + ".index"
+    if not gfile.exists(index):
+        raise FileNotFoundError(
+            f"Checkpoint {checkpoint_path} not found: {index} is missing "
+            "(already deleted by keep_checkpoint_max, or not a V2-format checkpoint?)."
+        )
+    shard_name = re.compile(re.escape(prefix) + r"\.data-(\d+)-of-(\d+)")
+    shards, counts = {}, set()
+    for name in gfile.listdir(directory or os.curdir):
+        match = shard_name.fullmatch(name)
+        if match:
+            shards[int(match[1])] = os.path.join(directory, name)
+            counts.add(int(match[2]))
+    if len(counts) != 1 or sorted(shards) != list(range(counts.pop())):
+        raise FileNotFoundError(
+            f"Checkpoint {checkpoint_path} is incomplete: its data shards are "
+            f"{sorted(os.path.basename(path) for path in shards.values()) or 'missing'}."
+        )
+    return [shards[number] for number in sorted(shards)] + [index]
+
+
+def write_state(directory: str, latest: str, listed_paths: list) -> None:
+    """Point the ``checkpoint`` state file of ``directory`` at ``latest`` (one atomic write), listing ``listed_paths``
+    (oldest first) and ``latest`` last. Names are written relative to the directory, as Estimator writes them
+    (with ``os.curdir`` as the directory, TensorFlow keeps them as they are), so a moved model_dir still works."""
+    names = [os.path.basename(path) for path in listed_paths if path != latest] + [os.path.basename(latest)]
+    proto = import_tensorflow().compat.v1.train.generate_checkpoint_state_proto(os.curdir, names[-1],
+                                                                                all_model_checkpoint_paths=names)
+    atomic_file.write_text(os.path.join(directory, STATE_FILE), str(proto))

@@ -46,10 +46,9 @@ import uuid
 from typing import Callable, Optional
 
 from library import atomic_file
-from library.model_directory import RECORD_FILE
+from library.model_directory import RECORD_FILE, STATE_FILE, checkpoint_files, write_state
 from library.tensorflow_env import import_tensorflow
 
-STATE_FILE = "checkpoint"
 RECORD_SUFFIX = ".json"
 _TEMPORARY_FILE = atomic_file.temporary_pattern()
 # Evaluation results that have fields of their own in the record rather than under "metrics".
@@ -136,11 +135,7 @@ class BestCheckpoint:
 
     def _commit(self, name: str) -> None:
         """Atomically point the state file at snapshot ``name``: the step that makes it the best."""
-        tf = import_tensorflow()
-        # A path is written relative to a relative save_dir; with os.curdir that is the bare
-        # name, as Estimator writes it, so the directory still works after a move or copy.
-        state = tf.compat.v1.train.generate_checkpoint_state_proto(os.curdir, name)
-        atomic_file.write_text(self._path(STATE_FILE), str(state))
+        write_state(self.best_model_dir, name, [name])
 
     def _remove_files_except(self, keep: Optional[str]) -> None:
         """Delete temporaries and all snapshot files but ``keep``'s: old bests, crashed copies."""
@@ -157,29 +152,6 @@ def is_improvement(loss: float, best_loss: Optional[float]) -> bool:
     return math.isfinite(loss) and (best_loss is None or loss < best_loss)
 
 
-def checkpoint_files(checkpoint_path: str) -> list[str]:
-    """Data shards and index of exactly this checkpoint (``-10`` never takes ``-100``'s files)."""
-    gfile = import_tensorflow().io.gfile
-    directory, prefix = os.path.split(checkpoint_path)
-    index = checkpoint_path + ".index"
-    if not gfile.exists(index):
-        raise FileNotFoundError(
-            f"Checkpoint {checkpoint_path} not found: {index} is missing "
-            "(already deleted by keep_checkpoint_max, or not a V2-format checkpoint?)."
-        )
-    shard_name = re.compile(re.escape(prefix) + r"\.data-(\d+)-of-(\d+)")
-    shards, counts = {}, set()
-    for name in gfile.listdir(directory or os.curdir):
-        match = shard_name.fullmatch(name)
-        if match:
-            shards[int(match[1])] = os.path.join(directory, name)
-            counts.add(int(match[2]))
-    if len(counts) != 1 or sorted(shards) != list(range(counts.pop())):
-        raise FileNotFoundError(
-            f"Checkpoint {checkpoint_path} is incomplete: its data shards are "
-            f"{sorted(os.path.basename(path) for path in shards.values()) or 'missing'}."
-        )
-    return [shards[number] for number in sorted(shards)] + [index]
 
 
 def snapshot_record(checkpoint_path: str, eval_results: dict, epoch: float, phase: Optional[str] = None) -> dict:

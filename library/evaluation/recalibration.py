@@ -43,9 +43,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from library import model_directory
 from library.configuration.config import ConfigError
 from library.tensorflow_env import import_tensorflow
-from library.training import checkpoints
 
 tf = import_tensorflow()
 v1 = tf.compat.v1
@@ -325,7 +325,7 @@ def make_latest_checkpoint(path: str) -> None:
     directory = os.path.dirname(path)
     state = v1.train.get_checkpoint_state(directory)
     others = [p for p in (state.all_model_checkpoint_paths if state else []) if not is_recalibrated(p)]
-    checkpoints.write_state(directory, path, others)
+    model_directory.write_state(directory, path, others)
 
 
 def remove_other_recalibrations(keep: str) -> None:

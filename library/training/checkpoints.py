@@ -25,7 +25,6 @@ import tempfile
 
 from library import atomic_file, model_directory
 from library.configuration.config import ConfigError
-from library.evaluation.best_checkpoint import STATE_FILE, checkpoint_files
 from library.tensorflow_env import first_line, import_tensorflow
 
 tf = import_tensorflow()
@@ -101,7 +100,7 @@ def _linked(checkpoint: str, folder: str):
     for name in os.listdir(folder):  # of a checkpoint that vanished half-linked
         os.remove(os.path.join(folder, name))
     try:
-        for source in checkpoint_files(checkpoint):
+        for source in model_directory.checkpoint_files(checkpoint):
             _link_or_copy(source, os.path.join(folder, os.path.basename(source)))
     except (FileNotFoundError, tf.errors.NotFoundError):
         return None
@@ -165,8 +164,8 @@ def resume_from_readable(model_dir: str, shapes: dict) -> None:
         if problem is None:
             if index:
                 state = tf.train.get_checkpoint_state(model_dir)
-                write_state(model_dir, candidate,
-                            [path for path in state.all_model_checkpoint_paths if path not in candidates[:index]])
+                model_directory.write_state(model_dir, candidate, [path for path in state.all_model_checkpoint_paths
+                                                                   if path not in candidates[:index]])
             check_shapes(candidate, shapes, candidate)
             return
         print(f"warning: {candidate} cannot be read ({problem}); resuming from the checkpoint before it "
@@ -180,7 +179,7 @@ def unreadable(checkpoint: str):
     """Why ``checkpoint`` cannot be restored (a missing file, a checksum that does not match), None if it can:
     every variable is read, which verifies its checksum."""
     try:
-        checkpoint_files(checkpoint)
+        model_directory.checkpoint_files(checkpoint)
         reader = tf.train.load_checkpoint(checkpoint)
         for variable in reader.get_variable_to_shape_map():
             reader.get_tensor(variable)
@@ -191,10 +190,3 @@ def unreadable(checkpoint: str):
     return None
 
 
-def write_state(directory: str, latest: str, listed_paths: list) -> None:
-    """Point the ``checkpoint`` state file of ``directory`` at ``latest`` (one atomic write), listing ``listed_paths``
-    (oldest first) and ``latest`` last. Names are written relative to the directory, as Estimator writes them
-    (with ``os.curdir`` as the directory, TensorFlow keeps them as they are), so a moved model_dir still works."""
-    names = [os.path.basename(path) for path in listed_paths if path != latest] + [os.path.basename(latest)]
-    proto = tf.compat.v1.train.generate_checkpoint_state_proto(os.curdir, names[-1], all_model_checkpoint_paths=names)
-    atomic_file.write_text(os.path.join(directory, STATE_FILE), str(proto))
