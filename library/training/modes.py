@@ -41,8 +41,7 @@ def evaluate(run: Run) -> int:
 def predict(run: Run) -> int:
     """Print one tab-separated line per input of ``predict_input`` (and write them as CSV on request)."""
     settings = run.settings
-    if not settings.predict_input:
-        raise ConfigError("predict mode needs --predict_input (a folder, a file pattern, or comma-separated files)")
+    required(run, "predict_input", "(a folder, a file pattern, or comma-separated files)")
     if settings.predictions_file:
         check_not_a_folder("predictions_file", settings.predictions_file, "predictions.csv")
     input_fn = run.experiment.predict_input_fn(run.params, settings.predict_input)
@@ -55,6 +54,14 @@ def predict(run: Run) -> int:
     if settings.predictions_file:
         atomic_file.write_text(settings.predictions_file, csv_text(rows))
     return 0
+
+
+def required(run: Run, option: str, what: str):
+    """The value of ``option``, which this mode needs: a ConfigError saying ``what`` to give when it is unset."""
+    value = getattr(run.settings, option)
+    if not value:
+        raise ConfigError(f"{run.settings.mode} mode needs --{option} {what}")
+    return value
 
 
 def check_not_a_folder(option: str, path: str, example_name: str) -> None:
@@ -111,19 +118,16 @@ def export_saved_model(run: Run, estimator, export_dir, checkpoint) -> str:
 
 def export(run: Run) -> int:
     """Write a SavedModel of the checkpoint ``model`` names."""
-    if not run.settings.export_dir:
-        raise ConfigError("export mode needs --export_dir DIR")
+    export_dir = required(run, "export_dir", "DIR")
     with run.held_checkpoint() as checkpoint:
-        path = export_saved_model(run, run.estimator(checkpoint.folder), run.settings.export_dir, checkpoint.path)
+        path = export_saved_model(run, run.estimator(checkpoint.folder), export_dir, checkpoint.path)
     print(f"SavedModel of {checkpoint.name} written to {path}")
     return 0
 
 
 def export_hub(run: Run) -> int:
     """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
-    output = run.settings.output
-    if not output:
-        raise ConfigError("export_hub mode needs --output DIR")
+    output = required(run, "output", "DIR")
     with run.held_checkpoint() as checkpoint:
         try:
             run.experiment.export_feature_extractor(run.params, checkpoint.path, output)
@@ -135,9 +139,7 @@ def export_hub(run: Run) -> int:
 
 def export_tflite(run: Run) -> int:
     """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
-    output = run.settings.output
-    if not output:
-        raise ConfigError("export_tflite mode needs --output FILE, e.g. --output model.tflite")
+    output = required(run, "output", "FILE, e.g. --output model.tflite")
     check_not_a_folder("output", output, "model.tflite")
     with run.held_checkpoint() as checkpoint:
         run.experiment.export_tflite(run.params, checkpoint.path, output)
