@@ -27,7 +27,6 @@ from library.training.cycles import CyclesHook, TrainingPlan, plan_training
 from library.training.hooks import (NonFiniteLossError, ProgressBarHook, StopOnNonFiniteLossHook, Terminated,
                                     sigterm_as_interrupt)
 from library.training.invocation import Run, global_step_of, seed_everything, session_config
-from library.training.modes import export_saved_model
 from library.training.phases import phase_runs
 
 tf = import_tensorflow()
@@ -148,7 +147,7 @@ class Training:
                                   save_checkpoints_steps=plan.cycle_steps if in_cluster else None)
 
         def export_best(snapshot):
-            export_saved_model(run, estimator, os.path.join(settings.best_model_dir, "export"), snapshot)
+            modes.export_saved_model(run, estimator, os.path.join(settings.best_model_dir, "export"), snapshot)
 
         best = BestCheckpoint(settings.best_model_dir, on_new_best=export_best if settings.export_best else None)
         train_input_fn = strategies.training_input_fn(run.experiment.input_fn, run.params, settings.distribution,
