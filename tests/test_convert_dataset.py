@@ -665,6 +665,7 @@ def test_a_damaged_training_manifest_beside_the_labels_file_is_a_one_line_error(
 # --- a killed run leaves nothing that passes for a finished shard ---
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_only_complete_shards_and_a_rerun_finishes_cleanly(tmp_path):
     image = tmp_path / "source.png"
     save(image, noise((256, 256)), "PNG")  # ~3 ms to convert: 400 take over a second with one worker

@@ -257,6 +257,7 @@ def test_same_seed_same_training(project, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [(), TWO_TOWERS], ids=["one_device", "two_towers"])
 def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, devices):
     epochs = 60
@@ -293,6 +294,7 @@ def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, 
     assert reader.get_tensor("global_step") == best.record["step"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_the_same_step(project, tmp_path):
     arguments = ["--project_file", str(project), "--config_set", "tiny", "--model_dir", str(tmp_path / "model"),
                  "--best_model_dir", str(tmp_path / "best")]
@@ -465,6 +467,7 @@ def interpret(model_path, dtype, images):
     return np.array(probabilities)
 
 
+@pytest.mark.slow
 def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(project, tmp_path, capsys):
     weights, module_dir = str(tmp_path / "mobilenet_v2.h5"), str(tmp_path / "module")
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
@@ -585,6 +588,7 @@ def test_mirrored_on_one_device_trains_and_multi_worker_is_refused(project, tmp_
                    "several machines, mirrored for several GPUs of one machine, or none\n")
 
 
+@pytest.mark.slow
 def test_two_towers_train_and_one_device_evaluates_exports_and_resumes_their_checkpoints(project, tmp_path, capsys):
     assert run_main(project, tmp_path, *TWO_TOWERS, "--train_epochs", "2") == 0
     assert "tower_1/" in (tmp_path / "model" / "graph.pbtxt").read_text()  # the model_fn ran as two towers
@@ -670,6 +674,7 @@ def test_a_second_training_run_on_a_model_dir_is_refused_naming_the_first(projec
         holder.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_like_ctrl_c_with_the_resume_hint(project, tmp_path):
     command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
                "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best"),

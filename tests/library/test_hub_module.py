@@ -209,6 +209,7 @@ def test_command_line_refuses_to_write_over_a_file(tmp_path, capsys):
     assert (code, err) == (1, f"error: {output} is a file; give a directory path for the module\n")
 
 
+@pytest.mark.slow
 def test_runs_as_a_script_with_the_project_networks_and_their_own_options(tmp_path):
     module_dir = str(tmp_path / "small_cnn")
     result = subprocess.run(
