@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PROJECT_FILES = ("library", "project", "run.py", "convert_dataset.py", "project.yaml", "hyperparameters.yaml")
 

@@ -10,8 +10,7 @@ import yaml
 from library import config
 from library.config import ConfigError
 from project.options import OPTIONS
-from tests.conftest import ROOT
-from tests.library.test_config import write_files
+from tests.helpers import ROOT, write_files
 
 SEED_PROJECT = os.path.join(ROOT, "project.yaml")
 

@@ -19,9 +19,7 @@ import convert_dataset
 from library import dataset_split, image_digest
 from library.tfrecord_writer import records_digest
 from project import record_schema
-from tests.conftest import ROOT, tf
-from tests.library.test_image_digest import photo
-from tests.library.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
+from tests.helpers import ROOT, tf, RED, BLUE, WHITE, encoded, halves, noise, photo
 
 MAX_EDGE = 64
 INT64_KEYS = (record_schema.HEIGHT, record_schema.WIDTH, record_schema.CHANNELS, record_schema.LABEL)

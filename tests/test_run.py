@@ -11,16 +11,13 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import convert_dataset
 import run
 from library import (batch_norm_recalibration, config, evaluation_report, hparams_summary, hub_module, keras_application,
                      model_directory)
@@ -29,90 +26,12 @@ from library.run_loop import EVALUATIONS_FILE
 from project.experiment import ImageClassifier
 from project import preprocessing
 from project.options import OPTIONS
-from tests.conftest import ROOT, tf
-from tests.library.test_model_directory import hold_lock_in_another_process
+from tests.helpers import (BATCH, COLORS, IMAGE_SIZE, IMAGES_PER_CLASS, ROOT, STEPS_PER_EPOCH, evaluations,
+                           hold_lock_in_another_process, run_main, serve, tf)
 
-COLORS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
-IMAGES_PER_CLASS = 8
-BATCH = 8
-STEPS_PER_EPOCH = len(COLORS) * IMAGES_PER_CLASS // BATCH
 TWO_TOWERS = ("--distribution", "mirrored", "--num_gpus", "2")  # two virtual CPU devices on a machine without GPUs
-IMAGE_SIZE = 16  # of the tiny set
 EVAL_CROP_FRACTION = 0.875  # the default, which the tiny set keeps
 FLOWERS = pathlib.Path(ROOT).parent / "shared" / "data" / "flowers_small"  # real photos, where this machine has them
-
-
-def write_images(folder, seed):
-    """Noisy solid-color 20x20 JPEGs, one class folder per color."""
-    rng = np.random.default_rng(seed)
-    for name, color in COLORS.items():
-        os.makedirs(folder / name)
-        for index in range(IMAGES_PER_CLASS):
-            pixels = np.clip(np.array(color) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{index}.jpg", quality=95)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A converted data set and a project.yaml whose `tiny` set trains on it; returns the project file."""
-    root = tmp_path_factory.mktemp("project")
-    for split, seed in (("train", 0), ("test", 1)):
-        write_images(root / "images" / split, seed)
-        argv = ["--dataset_dir", str(root / "images" / split), "--tfrecord_filename", split,
-                "--tfrecord_dir", str(root / "data" / split), "--max_edge", "20", "--num_shards", "2", "--num_workers", "1"]
-        if split == "test":
-            argv += ["--labels_file", str(root / "data" / "train" / "labels.txt")]
-        assert convert_dataset.main(argv) == 0
-    (root / "hyperparameters.yaml").write_text(textwrap.dedent(f"""\
-        tiny:
-          hub_module: small_cnn
-          image_size: {IMAGE_SIZE}
-          fine_tuning: true
-          learning_rate: 1e-2
-          dropout_rate: 0.
-          min_crop_area: 0.8
-    """))
-    (root / "project.yaml").write_text(textwrap.dedent(f"""\
-        tiny:
-          hyperparameter_set: tiny
-          train_batch_size: {BATCH}
-          eval_batch_size: 5
-          train_epochs: 4
-          epochs_between_evals: 2
-          random_seed: 0
-          shuffle_buffer: 32
-          train_data: {root}/data/train/train-*.tfrecord
-          eval_data: {root}/data/test/test-*.tfrecord
-          labels_file: {root}/data/train/labels.txt
-    """))
-    return root / "project.yaml"
-
-
-@pytest.fixture(scope="module")
-def trained_once(project, tmp_path_factory):
-    """model_dir and best_model_dir of one 4-epoch run, trained once for the tests that only need a trained model."""
-    out = tmp_path_factory.mktemp("trained")
-    assert run_main(project, out, "--train_epochs", "4") == 0
-    return out
-
-
-@pytest.fixture
-def trained(trained_once, tmp_path):
-    """A copy of the shared trained run in this test's tmp_path, which the test may change at will."""
-    for name in ("model", "best"):
-        shutil.copytree(trained_once / name, tmp_path / name)
-    return tmp_path
-
-
-def run_main(project_file, out, *argv):
-    """run.main in this process with the tiny set, its directories under ``out``."""
-    return run.main(["--project_file", str(project_file), "--config_set", "tiny",
-                     "--model_dir", str(out / "model"), "--best_model_dir", str(out / "best"), *argv])
-
-
-def evaluations(out):
-    with open(out / "model" / EVALUATIONS_FILE) as handle:
-        return [json.loads(line) for line in handle]
 
 
 def assert_reported(out, steps):
@@ -401,17 +320,6 @@ def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys, monkey
     assert outputs["probabilities"].shape == (3, 3)
     np.testing.assert_allclose(outputs["probabilities"].sum(axis=1), 1, rtol=1e-5)
     assert [name.decode() for name in outputs["class_name"]] == sorted(COLORS)
-
-
-def serve(saved_model_dir, jpegs):
-    """The serving signature's outputs for encoded images, as TensorFlow Serving would compute them."""
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], saved_model_dir)
-        signature = meta_graph.signature_def["serving_default"]
-        return session.run(
-            {key: value.name for key, value in signature.outputs.items()},
-            {signature.inputs["image_bytes"].name: jpegs},
-        )
 
 
 def test_export_tflite_classifies_real_photos_like_the_saved_model(project, trained, tmp_path, capsys):

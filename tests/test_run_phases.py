@@ -11,8 +11,7 @@ import pytest
 
 import run
 from library.best_checkpoint import BestCheckpoint
-from tests.conftest import ROOT, tf
-from tests.test_run import STEPS_PER_EPOCH, evaluations, project, run_main, trained_once  # noqa: F401 (fixtures)
+from tests.helpers import ROOT, tf, STEPS_PER_EPOCH, run_main, evaluations
 
 MODULE_MEAN = "feature_extractor/conv2/batch_norm/moving_mean"
 MODULE_KERNEL = "feature_extractor/conv2/conv/kernel"

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from library import atomic_file, feature_cache
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # A child that starts computing a cache at argv[1] (its temporary written, then a long wait), printing the temporary.
 WRITER = ("import sys, time; from library import feature_cache; "

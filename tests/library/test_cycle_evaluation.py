@@ -5,7 +5,7 @@ import pytest
 
 from library.cycle_evaluation import CheckpointEvaluation, CyclesHook
 from library.run_loop import TrainingPlan
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 FEATURES = np.random.RandomState(0).normal(size=[10, 3]).astype(np.float32)

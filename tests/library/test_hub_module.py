@@ -14,7 +14,7 @@ import tensorflow_hub as hub
 
 from library import hub_module
 from library.config import POSITIVE, Option
-from tests.conftest import ROOT, tf
+from tests.helpers import ROOT, tf
 
 v1 = tf.compat.v1
 IMAGE_SIZE = 8

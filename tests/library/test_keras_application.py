@@ -7,7 +7,7 @@ import pytest
 import tensorflow_hub as hub
 
 from library import hub_module, keras_application
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 SIZE = 32

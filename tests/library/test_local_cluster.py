@@ -15,7 +15,7 @@ import pytest
 
 from library import local_cluster
 from library.tensorflow_env import import_tensorflow
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 tf = import_tensorflow()
 
