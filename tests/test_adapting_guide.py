@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PROJECT_FILES = ("library", "project", "run.py", "convert_dataset.py", "project.yaml", "hyperparameters.yaml")
 
@@ -89,6 +89,7 @@ def convert(working):
         assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow
 def test_a_new_data_set_and_a_new_network_with_its_own_hyperparameter(copy):
     pristine, working = copy
     with open(os.path.join(working, "project.yaml"), "a", encoding="utf-8") as handle:
@@ -119,6 +120,7 @@ def test_a_new_data_set_and_a_new_network_with_its_own_hyperparameter(copy):
     assert os.path.exists(spec_file)
 
 
+@pytest.mark.slow
 def test_a_new_record_field_reaches_the_model(copy):
     pristine, working = copy
     schema_path = os.path.join(working, "project", "record_schema.py")

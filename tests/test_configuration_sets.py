@@ -10,8 +10,7 @@ import yaml
 from library.configuration import config
 from library.configuration.config import ConfigError
 from project.options import OPTIONS
-from tests.conftest import ROOT
-from tests.library.configuration.test_config import write_files
+from tests.helpers import ROOT, write_files
 
 SEED_PROJECT = os.path.join(ROOT, "project.yaml")
 
@@ -105,6 +104,7 @@ def test_unknown_set_lists_the_sets():
     assert "default, gtx1080ti, thinkpadx201t" in str(error.value)
 
 
+@pytest.mark.slow
 def test_print_config_shows_values_and_sources_then_exits_0():
     code, out, err = run_cli("--config_set", "thinkpadx201t", "--learning_rate", "3e-4", "--print_config")
     assert code == 0, err
@@ -118,18 +118,21 @@ def test_print_config_shows_values_and_sources_then_exits_0():
     assert err == ""
 
 
+@pytest.mark.slow
 def test_unknown_flag_is_a_one_line_error_with_suggestion():
     code, out, err = run_cli("--lerning_rate", "3")
     assert code == 2
     assert err == "error: command line: unknown flag '--lerning_rate'; did you mean '--learning_rate'?\n"
 
 
+@pytest.mark.slow
 def test_bad_set_is_a_one_line_error():
     code, _, err = run_cli("--config_set", "nope", "--print_config")
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("error: ") and "sets in this file" in err
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config_set", ["default", "thinkpadx201t"])
 def test_help_lists_every_option_with_type_description_and_the_value_the_sets_give_it(config_set):
     code, out, _ = run_cli("--help", "--config_set", config_set)
@@ -148,12 +151,14 @@ def test_help_lists_every_option_with_type_description_and_the_value_the_sets_gi
     assert f"(int >= 1, default: {batch[config_set]})" in flat
 
 
+@pytest.mark.slow
 def test_help_with_an_unreadable_set_shows_the_declared_defaults():
     code, out, _ = run_cli("--help", "--config_set", "no_such_set")
     assert code == 0
     assert "(int >= 1, default: 32)" in " ".join(out.split())
 
 
+@pytest.mark.slow
 def test_an_unquoted_file_pattern_the_shell_expanded_says_to_quote_it(tmp_path):
     shards = [tmp_path / f"train-0000{index}-of-00002.tfrecord" for index in range(2)]
     for shard in shards:
@@ -209,6 +214,7 @@ def test_range_is_checked_in_yaml_too(tmp_path):
     assert resolve("--dropout_rate", "0", "--keep_checkpoint_max", "0").dropout_rate == 0.0  # closed ends are valid
 
 
+@pytest.mark.slow
 def test_an_out_of_range_option_stops_run_py_before_anything_is_written(tmp_path):
     code, out, err = run_cli("--train_batch_size", "-5", "--model_dir", str(tmp_path / "model"))
     assert code == 2

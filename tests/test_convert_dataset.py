@@ -19,9 +19,7 @@ import convert_dataset
 from library.data import dataset_split, image_digest
 from library.data.tfrecord_writer import records_digest
 from project import record_schema
-from tests.conftest import ROOT, tf
-from tests.library.data.test_image_digest import photo
-from tests.library.data.test_image_files import BLUE, RED, WHITE, encoded, halves, noise
+from tests.helpers import ROOT, tf, RED, BLUE, WHITE, encoded, halves, noise, photo
 
 MAX_EDGE = 64
 INT64_KEYS = (record_schema.HEIGHT, record_schema.WIDTH, record_schema.CHANNELS, record_schema.LABEL)
@@ -665,6 +663,7 @@ def test_a_damaged_training_manifest_beside_the_labels_file_is_a_one_line_error(
 # --- a killed run leaves nothing that passes for a finished shard ---
 
 
+@pytest.mark.slow
 def test_a_killed_run_leaves_only_complete_shards_and_a_rerun_finishes_cleanly(tmp_path):
     image = tmp_path / "source.png"
     save(image, noise((256, 256)), "PNG")  # ~3 ms to convert: 400 take over a second with one worker

@@ -6,7 +6,7 @@ import re
 import pytest
 
 import demo
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 PHOTOS = os.path.join(ROOT, demo.PHOTOS_DIR)
 

@@ -11,111 +11,30 @@ import signal
 import socket
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import convert_dataset
 import run
 from library import model_directory
 from library.configuration import config
 from library.evaluation import hparams_summary, recalibration
 from library.evaluation import report as evaluation_report
 from library.evaluation.best_checkpoint import BestCheckpoint
-from library.hub import keras_application, write_module
 from library.evaluation.evaluator import EVALUATIONS_FILE
+from library.hub import keras_application, write_module
 from project.experiment import ImageClassifier
 from project import preprocessing
 from project.options import OPTIONS
-from tests.conftest import ROOT, tf
-from tests.library.test_model_directory import hold_lock_in_another_process
+from tests.helpers import (BATCH, COLORS, IMAGE_SIZE, IMAGES_PER_CLASS, ROOT, STEPS_PER_EPOCH, evaluations,
+                           hold_lock_in_another_process, run_main, serve, tf)
 
-COLORS = {"blue": (20, 40, 220), "green": (30, 200, 40), "red": (220, 30, 30)}
-IMAGES_PER_CLASS = 8
-BATCH = 8
-STEPS_PER_EPOCH = len(COLORS) * IMAGES_PER_CLASS // BATCH
 TWO_TOWERS = ("--distribution", "mirrored", "--num_gpus", "2")  # two virtual CPU devices on a machine without GPUs
-IMAGE_SIZE = 16  # of the tiny set
 EVAL_CROP_FRACTION = 0.875  # the default, which the tiny set keeps
 FLOWERS = pathlib.Path(ROOT).parent / "shared" / "data" / "flowers_small"  # real photos, where this machine has them
-
-
-def write_images(folder, seed):
-    """Noisy solid-color 20x20 JPEGs, one class folder per color."""
-    rng = np.random.default_rng(seed)
-    for name, color in COLORS.items():
-        os.makedirs(folder / name)
-        for index in range(IMAGES_PER_CLASS):
-            pixels = np.clip(np.array(color) + rng.normal(0, 25, (20, 20, 3)), 0, 255).astype(np.uint8)
-            Image.fromarray(pixels).save(folder / name / f"{index}.jpg", quality=95)
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """A converted data set and a project.yaml whose `tiny` set trains on it; returns the project file."""
-    root = tmp_path_factory.mktemp("project")
-    for split, seed in (("train", 0), ("test", 1)):
-        write_images(root / "images" / split, seed)
-        argv = ["--dataset_dir", str(root / "images" / split), "--tfrecord_filename", split,
-                "--tfrecord_dir", str(root / "data" / split), "--max_edge", "20", "--num_shards", "2", "--num_workers", "1"]
-        if split == "test":
-            argv += ["--labels_file", str(root / "data" / "train" / "labels.txt")]
-        assert convert_dataset.main(argv) == 0
-    (root / "hyperparameters.yaml").write_text(textwrap.dedent(f"""\
-        tiny:
-          hub_module: small_cnn
-          image_size: {IMAGE_SIZE}
-          fine_tuning: true
-          learning_rate: 1e-2
-          dropout_rate: 0.
-          min_crop_area: 0.8
-    """))
-    (root / "project.yaml").write_text(textwrap.dedent(f"""\
-        tiny:
-          hyperparameter_set: tiny
-          train_batch_size: {BATCH}
-          eval_batch_size: 5
-          train_epochs: 4
-          epochs_between_evals: 2
-          random_seed: 0
-          shuffle_buffer: 32
-          train_data: {root}/data/train/train-*.tfrecord
-          eval_data: {root}/data/test/test-*.tfrecord
-          labels_file: {root}/data/train/labels.txt
-    """))
-    return root / "project.yaml"
-
-
-@pytest.fixture(scope="module")
-def trained_once(project, tmp_path_factory):
-    """model_dir and best_model_dir of one 4-epoch run, trained once for the tests that only need a trained model."""
-    out = tmp_path_factory.mktemp("trained")
-    assert run_main(project, out, "--train_epochs", "4") == 0
-    return out
-
-
-@pytest.fixture
-def trained(trained_once, tmp_path):
-    """A copy of the shared trained run in this test's tmp_path, which the test may change at will."""
-    for name in ("model", "best"):
-        shutil.copytree(trained_once / name, tmp_path / name)
-    return tmp_path
-
-
-def run_main(project_file, out, *argv):
-    """run.main in this process with the tiny set, its directories under ``out``."""
-    return run.main(["--project_file", str(project_file), "--config_set", "tiny",
-                     "--model_dir", str(out / "model"), "--best_model_dir", str(out / "best"), *argv])
-
-
-def evaluations(out):
-    with open(out / "model" / EVALUATIONS_FILE) as handle:
-        return [json.loads(line) for line in handle]
 
 
 def assert_reported(out, steps):
@@ -260,6 +179,7 @@ def test_same_seed_same_training(project, tmp_path):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("devices", [(), TWO_TOWERS], ids=["one_device", "two_towers"])
 def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, devices):
     epochs = 60
@@ -296,6 +216,7 @@ def test_sigkill_mid_training_then_resume_ends_at_exact_step(project, tmp_path, 
     assert reader.get_tensor("global_step") == best.record["step"]
 
 
+@pytest.mark.slow
 def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_the_same_step(project, tmp_path):
     arguments = ["--project_file", str(project), "--config_set", "tiny", "--model_dir", str(tmp_path / "model"),
                  "--best_model_dir", str(tmp_path / "best")]
@@ -404,17 +325,6 @@ def test_export_then_serve_jpeg_bytes(project, trained, tmp_path, capsys, monkey
     assert [name.decode() for name in outputs["class_name"]] == sorted(COLORS)
 
 
-def serve(saved_model_dir, jpegs):
-    """The serving signature's outputs for encoded images, as TensorFlow Serving would compute them."""
-    with tf.Graph().as_default(), tf.compat.v1.Session() as session:
-        meta_graph = tf.compat.v1.saved_model.load(session, ["serve"], saved_model_dir)
-        signature = meta_graph.signature_def["serving_default"]
-        return session.run(
-            {key: value.name for key, value in signature.outputs.items()},
-            {signature.inputs["image_bytes"].name: jpegs},
-        )
-
-
 def test_export_tflite_classifies_real_photos_like_the_saved_model(project, trained, tmp_path, capsys):
     models = {name: tmp_path / "tflite" / f"{name}.tflite" for name in ("float32", "uint8", "dynamic")}
     for name, flags in {"float32": (), "uint8": ("--tflite_input", "uint8"),
@@ -468,6 +378,7 @@ def interpret(model_path, dtype, images):
     return np.array(probabilities)
 
 
+@pytest.mark.slow
 def test_a_keras_application_module_trains_frozen_and_fine_tuned_then_serves(project, tmp_path, capsys):
     weights, module_dir = str(tmp_path / "mobilenet_v2.h5"), str(tmp_path / "module")
     with tf.Graph().as_default(), tf.compat.v1.Session() as session:
@@ -588,6 +499,7 @@ def test_mirrored_on_one_device_trains_and_multi_worker_is_refused(project, tmp_
                    "several machines, mirrored for several GPUs of one machine, or none\n")
 
 
+@pytest.mark.slow
 def test_two_towers_train_and_one_device_evaluates_exports_and_resumes_their_checkpoints(project, tmp_path, capsys):
     assert run_main(project, tmp_path, *TWO_TOWERS, "--train_epochs", "2") == 0
     assert "tower_1/" in (tmp_path / "model" / "graph.pbtxt").read_text()  # the model_fn ran as two towers
@@ -673,6 +585,7 @@ def test_a_second_training_run_on_a_model_dir_is_refused_naming_the_first(projec
         holder.wait()
 
 
+@pytest.mark.slow
 def test_sigterm_stops_training_like_ctrl_c_with_the_resume_hint(project, tmp_path):
     command = [sys.executable, os.path.join(ROOT, "run.py"), "--project_file", str(project), "--config_set", "tiny",
                "--model_dir", str(tmp_path / "model"), "--best_model_dir", str(tmp_path / "best"),

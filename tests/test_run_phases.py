@@ -11,8 +11,7 @@ import pytest
 
 import run
 from library.evaluation.best_checkpoint import BestCheckpoint
-from tests.conftest import ROOT, tf
-from tests.test_run import STEPS_PER_EPOCH, evaluations, project, run_main, trained_once  # noqa: F401 (fixtures)
+from tests.helpers import ROOT, tf, STEPS_PER_EPOCH, run_main, evaluations
 
 MODULE_MEAN = "feature_extractor/conv2/batch_norm/moving_mean"
 MODULE_KERNEL = "feature_extractor/conv2/conv/kernel"
@@ -145,6 +144,7 @@ def checkpoint_step(directory):
 
 @pytest.mark.parametrize("phase, step", [("head", 4), ("fine_tuning", -1), ("fine_tuning", 4)],
                          ids=["in_the_head_phase", "at_the_phase_boundary", "in_the_fine_tuning_phase"])
+@pytest.mark.slow
 def test_sigkill_anywhere_in_a_run_in_phases_then_the_same_command_ends_at_the_same_steps(
         project, pretrained, tmp_path, phase, step):  # noqa: F811 (fixtures)
     arguments = ["--project_file", str(project), "--config_set", "tiny", "--model_dir", str(tmp_path / "model"),
@@ -254,6 +254,7 @@ def test_a_cluster_refuses_phases_and_early_stopping_before_anything_is_written(
         assert not (tmp_path / "model").exists()
 
 
+@pytest.mark.slow
 def test_two_towers_train_both_phases(project, pretrained, tmp_path, capsys):  # noqa: F811 (fixtures)
     assert run_main(project, tmp_path, *in_phases(pretrained), "--distribution", "mirrored", "--num_gpus", "2") == 0
     assert "tower_1/" in (tmp_path / "model" / "head" / "graph.pbtxt").read_text()

@@ -122,8 +122,10 @@ def export_spec(spec, output_dir, values=None):
                 _check_names(module.variable_map, values)
             with tf.compat.v1.Session() as session:
                 session.run(tf.compat.v1.global_variables_initializer())
-                for name, variable in (module.variable_map.items() if values is not None else ()):
-                    variable.load(values[name], session)
+                if values is not None:  # all in one run: a run per variable costs ~0.1 s each (20 s for MobileNetV2)
+                    variables = module.variable_map.items()
+                    session.run([variable.initializer for _, variable in variables],
+                                {variable.initializer.inputs[1]: values[name] for name, variable in variables})
                 module.export(path, session)
         if values is None:
             with tf.io.gfile.GFile(os.path.join(path, RANDOM_WEIGHTS_FILE), "w") as handle:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 ROW_IDS = ["conversion", "input_pipeline", "training", "framework_overhead", "evaluation", "recalibration", "cycles",
            "feature_cache", "pretrained_caching", "fine_tuning"]

@@ -9,7 +9,7 @@ import pytest
 
 from library import atomic_file
 from library.data import feature_cache
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 # A child that starts computing a cache at argv[1] (its temporary written, then a long wait), printing the temporary.
 WRITER = ("import sys, time; from library.data import feature_cache; "

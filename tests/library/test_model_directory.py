@@ -10,7 +10,7 @@ import pytest
 
 from library import model_directory
 from library.configuration.config import ConfigError
-from tests.conftest import ROOT
+from tests.helpers import hold_lock_in_another_process
 
 IDENTITY = {"class_names": ["cat", "dog"], "hub_module": "small_cnn", "image_size": 224}
 
@@ -43,16 +43,6 @@ def test_a_stale_lock_of_a_dead_process_is_taken_over_with_a_warning(tmp_path, c
     assert capsys.readouterr().err == (
         f"warning: model_dir {tmp_path}: the training run of pid {stale['pid']} on host {stale['host']} ended without "
         "releasing its lock; taking it over\n")
-
-
-def hold_lock_in_another_process(model_dir):
-    """A process that holds model_dir's training lock until killed; returned once it holds it."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time\nfrom library import model_directory\n"
-         "with model_directory.training_lock(sys.argv[1]):\n    print('locked', flush=True)\n    time.sleep(600)\n",
-         str(model_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline() == "locked\n"
-    return holder
 
 
 def test_a_lock_held_by_another_process_is_refused_naming_it(tmp_path):

@@ -8,30 +8,17 @@ import numpy as np
 import pytest
 
 import convert_dataset
-import run
 from library import atomic_file
 from library.configuration import config
 from library.data import feature_cache
-from library.hub import hub_module
 from project import cached_features, record_schema
 from project.experiment import ImageClassifier
-from project.networks import NETWORKS
 from project.options import OPTIONS
-from tests.conftest import tf
-from tests.test_run import project, run_main, serve  # noqa: F401 (project: the tiny data set fixture)
+from tests.helpers import tf, run_main, serve
 
 EVAL = tf.estimator.ModeKeys.EVAL
 TRAIN = tf.estimator.ModeKeys.TRAIN
 experiment = ImageClassifier()
-
-
-@pytest.fixture(scope="module")
-def frozen_module(tmp_path_factory):
-    """small_cnn at 16x16 as a module on disk, marked pretrained so that the head can train on it frozen."""
-    module_dir = str(tmp_path_factory.mktemp("module") / "small_cnn")
-    hub_module.export_spec(hub_module.create_spec(NETWORKS["small_cnn"], 16, {}, seed=0), module_dir)
-    os.remove(os.path.join(module_dir, hub_module.RANDOM_WEIGHTS_FILE))
-    return module_dir
 
 
 def params_of(project_file, out, *argv):

@@ -11,7 +11,7 @@ from PIL import Image
 from library.hub import hub_module, write_module
 from project import feature_extractor
 from project.networks import PRETRAINED, efficientnet_lite0
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 PARAMS = {"hub_module": "efficientnet_lite0", "image_size": None, "random_seed": None, "hub_signature": None,

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from project.networks import NETWORKS, layers
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 

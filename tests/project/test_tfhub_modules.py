@@ -17,7 +17,7 @@ import tensorflow_hub as hub
 
 from project import feature_extractor, model_fn
 from project.options import OPTIONS
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 ModeKeys = tf.estimator.ModeKeys

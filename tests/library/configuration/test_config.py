@@ -1,6 +1,5 @@
 """library.configuration.config: layered YAML + command-line configuration on files of each test's own: inheritance, precedence, errors."""
 
-import textwrap
 import time
 
 import pytest
@@ -8,20 +7,13 @@ import pytest
 from library.configuration import config
 from library.configuration.config import ConfigError, Option
 from project.options import OPTIONS
+from tests.helpers import write_files
 
 
 def resolve(*argv, project_file):
     """Resolved configuration of the project's options in ``project_file`` for ``argv``."""
     settings, _ = config.parse(OPTIONS, ["--project_file", project_file, *argv])
     return settings
-
-
-def write_files(directory, project, hyperparameters):
-    """Write a project.yaml / hyperparameters.yaml pair; returns the project file path."""
-    (directory / "hyperparameters.yaml").write_text(textwrap.dedent(hyperparameters))
-    path = directory / "project.yaml"
-    path.write_text(textwrap.dedent(project))
-    return str(path)
 
 
 TOY_OPTIONS = (

@@ -1,22 +1,13 @@
 """Perceptual digests of real photos (scikit-image's): copies match, other photos do not; the search finds them."""
 
 import io
-import os
 
 import numpy as np
 import pytest
-import skimage
 from PIL import Image
 
 from library.data import image_digest
-
-PHOTOS = os.path.join(os.path.dirname(skimage.__file__), "data")
-
-
-def photo(name) -> Image.Image:
-    """One of scikit-image's sample photos, in RGB."""
-    with Image.open(os.path.join(PHOTOS, name)) as image:
-        return image.convert("RGB")
+from tests.helpers import photo
 
 
 def reopened(image: Image.Image, format: str, **options) -> Image.Image:

@@ -10,24 +10,7 @@ from PIL import ExifTags, Image, JpegImagePlugin
 from library.data import image_digest
 from library.data.image_files import (DatasetImage, UnusableImage, check_class_names, list_class_folders, read_for_dataset,
                                  to_baseline_jpeg, to_dataset_image)
-from tests.conftest import tf
-
-RED, GREEN, BLUE, WHITE = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)
-
-
-def encoded(image: Image.Image, format: str, **options) -> bytes:
-    """``image`` saved in ``format``, as bytes."""
-    buffer = io.BytesIO()
-    image.save(buffer, format, **options)
-    return buffer.getvalue()
-
-
-def halves(size, left, right, mode="RGB") -> Image.Image:
-    """Left half ``left``, right half ``right``: each color survives JPEG away from the middle."""
-    width, height = size
-    image = Image.new(mode, size, left)
-    image.paste(right, (width // 2, 0, width, height))
-    return image
+from tests.helpers import tf, RED, GREEN, BLUE, WHITE, encoded, halves, noise
 
 
 def converted(data: bytes, max_edge: int = 64):
@@ -42,13 +25,6 @@ def converted(data: bytes, max_edge: int = 64):
 def assert_color(image: Image.Image, xy, expected, tolerance=12):
     """The pixel at ``xy`` is ``expected`` up to JPEG's error."""
     assert np.abs(np.subtract(image.getpixel(xy), expected)).max() <= tolerance, image.getpixel(xy)
-
-
-def noise(size, seed=0) -> Image.Image:
-    """A photo-like incompressible RGB image."""
-    width, height = size
-    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
-    return Image.fromarray(pixels)
 
 
 # --- what is stored as is, and what is encoded anew ---

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from library.data.tfrecord_writer import ShardedTFRecordWriter, records_digest, remove_set, shard_filename
-from tests.conftest import tf
+from tests.helpers import tf
 
 
 def records(path) -> list:

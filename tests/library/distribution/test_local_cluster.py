@@ -15,7 +15,7 @@ import pytest
 
 from library.distribution import local_cluster
 from library.tensorflow_env import import_tensorflow
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 tf = import_tensorflow()
 
@@ -215,6 +215,7 @@ def test_more_tasks_than_a_machine_runs_is_a_one_line_error():
 
 # --- supervising the tasks --------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_after_the_chief_the_evaluator_is_awaited_and_the_rest_stopped(tmp_path):
     status, stdout, stderr = run_fake_cluster(
         tmp_path, {"chief": [0.5, 0], "evaluator": [2, 0]}, "--workers", "2", "--ps", "1", "--evaluator")
@@ -237,6 +238,7 @@ def test_a_failed_task_stops_the_cluster_with_its_exit_status(tmp_path):
     assert "[chief] chief 0 done" not in stdout
 
 
+@pytest.mark.slow
 def test_an_interrupt_stops_every_task(tmp_path):
     script = tmp_path / "task.py"
     script.write_text(FAKE_TASK)

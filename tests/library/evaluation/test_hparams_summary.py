@@ -8,7 +8,7 @@ from tensorboard.plugins.hparams import api_pb2, metadata
 
 from library.evaluation import hparams_summary
 from library.evaluation.best_checkpoint import snapshot_record
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 

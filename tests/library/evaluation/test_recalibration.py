@@ -9,7 +9,7 @@ import tensorflow_hub as hub
 from library.evaluation import recalibration as recalibration
 from library.hub import hub_module
 from project.networks import layers
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 ModeKeys = tf.estimator.ModeKeys

@@ -12,7 +12,7 @@ import tensorflow_hub as hub
 
 from library.configuration.config import POSITIVE, Option
 from library.hub import hub_module
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 IMAGE_SIZE = 8

@@ -7,7 +7,7 @@ import pytest
 import tensorflow_hub as hub
 
 from library.hub import hub_module, keras_application, write_module
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 SIZE = 32
@@ -58,6 +58,7 @@ def module_features(module_dir, batch, tags=None):
             return session.run(features)
 
 
+@pytest.mark.slow
 def test_mobilenet_v2_module_gives_the_keras_models_features(mobilenet):
     _, module_dir, expected = mobilenet
     assert expected.shape == (3, 1280) and expected.std() > 1e-3
@@ -75,6 +76,7 @@ def test_other_applications_give_the_keras_models_features(tmp_path, name, featu
     assert np.abs(module_features(str(tmp_path / "module"), images(2)) - expected).max() <= 1e-4
 
 
+@pytest.mark.slow
 def test_code_written_for_tfhub_dev_modules_uses_it(mobilenet):
     _, module_dir, _ = mobilenet
     spec = hub.load_module_spec(module_dir)
@@ -85,6 +87,7 @@ def test_code_written_for_tfhub_dev_modules_uses_it(mobilenet):
     assert outputs["default"].shape.as_list() == [3, 1280]
 
 
+@pytest.mark.slow
 def test_train_variant_runs_batch_norm_on_batch_statistics_with_updates(mobilenet):
     _, module_dir, _ = mobilenet
     module = hub.Module(module_dir, trainable=True, tags={"train"})
@@ -120,6 +123,7 @@ def test_command_line_mistakes_are_one_line(tmp_path, capsys, argv, message):
     assert not (tmp_path / "module").exists()
 
 
+@pytest.mark.slow
 def test_weights_of_another_application_are_one_line(tmp_path, capsys, mobilenet):
     weights, _, _ = mobilenet
     assert write_module.main(["--keras_application", "ResNet50", "--weights", weights, "--image_size", str(SIZE),
@@ -141,6 +145,7 @@ def test_imagenet_weights_without_a_network_say_what_to_do(tmp_path, capsys, mon
     assert "pass --weights PATH.h5" in err and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_weights_of_another_width_are_one_line_and_load_with_their_alpha(tmp_path, capsys):
     weights = str(tmp_path / "mobilenet_v2_035.h5")
     expected = saved_weights("MobileNetV2", weights, images(), alpha=0.35)

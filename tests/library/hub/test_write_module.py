@@ -12,7 +12,7 @@ import pytest
 import tensorflow_hub as hub
 
 from library.hub import write_module
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 NETWORKS_PACKAGE = "tests.library.hub.test_hub_module"  # NETWORKS: a tiny network; OPTIONS: its width_multiplier
 
@@ -62,6 +62,7 @@ def test_command_line_refuses_to_write_over_a_file(tmp_path, capsys):
     assert (code, err) == (1, f"error: {output} is a file; give a directory path for the module\n")
 
 
+@pytest.mark.slow
 def test_runs_as_a_script_with_the_project_networks_and_their_own_options(tmp_path):
     module_dir = str(tmp_path / "small_cnn")
     result = subprocess.run(

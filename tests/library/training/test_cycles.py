@@ -5,7 +5,7 @@ import pytest
 
 from library.evaluation.evaluator import CheckpointEvaluation
 from library.training.cycles import CyclesHook, TrainingPlan
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 FEATURES = np.random.RandomState(0).normal(size=[10, 3]).astype(np.float32)

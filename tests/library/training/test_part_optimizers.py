@@ -3,7 +3,7 @@
 import pytest
 
 from library.training.part_optimizers import PartOptimizers
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 

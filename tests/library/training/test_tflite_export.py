@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from library.training import tflite_export
-from tests.conftest import tf
+from tests.helpers import tf
 
 v1 = tf.compat.v1
 FEATURES = 64  # a 64x64 kernel: 4,096 weights, above the size dynamic-range quantization leaves as float
