@@ -1,4 +1,5 @@
-"""Training hooks: a progress bar people can read, and a stop on a non-finite loss."""
+"""Training hooks: a progress bar people can read, a stop on a non-finite loss, and SIGTERM stopping training as Ctrl-C
+does."""
 
 import contextlib
 import math
