@@ -3,6 +3,26 @@
 A project subclasses :class:`Experiment` once (``project/experiment.py``) and hands an
 instance to ``run_loop.main``; the run loop, the cluster code and the exporters use it and
 nothing else of the project. Everything the library does not need stays in the project.
+
+Optional capabilities: an experiment may also define these methods, which the library looks for
+(:func:`capability`) where a mode or an option needs one; without it that mode is a one-line
+ConfigError naming what is missing, and every other mode works:
+
+- ``recalibration_input_fn(params)``: training inputs preprocessed like evaluation, in
+  training-size batches, endlessly: what batch-norm statistics are recalibrated on before each
+  evaluation (``batch_norm_recalibration_batches``; ``library/evaluation/recalibration.py``);
+- ``export_feature_extractor(params, checkpoint_path, output_dir)``: the feature extractor of a
+  checkpoint as a TF1 Hub module (``--mode export_hub``);
+- ``export_tflite(params, checkpoint_path, output_path)``: the model of a checkpoint as a
+  TensorFlow Lite file, with what a user of it needs beside it (``--mode export_tflite``;
+  ``library.training.tflite_export`` converts and writes);
+- ``benchmark_input(params, batches) -> dict``: images/s of the training input alone
+  (``--mode benchmark_input``).
+
+Two seams the model_fn must use for ``distribution mirrored`` with a model no ``tf.distribute``
+strategy can mirror (``supports_distribution_strategies`` False; ``library/distribution/towers.py``):
+``towers.create_once`` for an object that owns variables (a ``hub.Module``), and
+``towers.optimizer`` for the optimizer; outside a replicated training call both pass through.
 """
 
 import abc
@@ -51,11 +71,6 @@ class Experiment(abc.ABC):
     def input_fn(self, params, mode, input_context=None):
         """The Estimator input_fn of ``mode`` (training: repeated forever; evaluation: one pass)."""
 
-    def recalibration_input_fn(self, params):
-        """Training inputs preprocessed like evaluation, in training-size batches, endlessly: what batch-norm
-        statistics are recalibrated on before each evaluation (``library/evaluation/recalibration.py``)."""
-        raise ConfigError("batch_norm_recalibration_batches: this experiment has no recalibration input; set it to 0")
-
     @abc.abstractmethod
     def predict_input_fn(self, params, source: str):
         """An input_fn over the raw inputs ``source`` names (``--predict_input``); ConfigError if there are none."""
@@ -92,19 +107,14 @@ class Experiment(abc.ABC):
         """A line printed when training starts (e.g. which network is used); empty for none."""
         return ""
 
-    def export_feature_extractor(self, params, checkpoint_path: str, output_dir: str) -> None:
-        """Write the feature extractor of a checkpoint as a TF1 Hub module (``--mode export_hub``)."""
-        raise ConfigError("export_hub: this experiment has no feature extractor to export")
-
-    def export_tflite(self, params, checkpoint_path: str, output_path: str) -> None:
-        """Write the model of a checkpoint as a TensorFlow Lite file, with what a user of it needs beside it
-        (``--mode export_tflite``; ``library.training.tflite_export`` converts and writes)."""
-        raise ConfigError("export_tflite: this experiment has no TensorFlow Lite model to export")
-
-    def benchmark_input(self, params, batches: int) -> dict:
-        """Images/s of the training input alone (``--mode benchmark_input``)."""
-        raise ConfigError("benchmark_input: this experiment has no input benchmark")
-
     def damaged_record(self, params) -> Optional[str]:
         """Where the data is damaged (file and record), after a DataLossError that names none; None if unknown."""
         return None
+
+
+def capability(experiment: Experiment, name: str, missing: str):
+    """The experiment's optional method ``name`` (see above); ConfigError ``missing`` when it has none."""
+    method = getattr(experiment, name, None)
+    if method is None:
+        raise ConfigError(missing)
+    return method

@@ -45,6 +45,7 @@ import numpy as np
 
 from library import model_directory
 from library.configuration.config import ConfigError
+from library.experiment import capability
 from library.tensorflow_env import import_tensorflow
 
 tf = import_tensorflow()
@@ -89,8 +90,9 @@ def recalibrator(experiment, params: dict, batches: int, session_config=None) ->
     """The :class:`Recalibrator` of the experiment's model; None when recalibration is off (``batches`` 0)."""
     if batches == 0:
         return None
-    return Recalibrator(experiment.model_fn, lambda: experiment.recalibration_input_fn(params), params, batches,
-                        session_config)
+    input_fn = capability(experiment, "recalibration_input_fn",
+                          "batch_norm_recalibration_batches: this experiment has no recalibration input; set it to 0")
+    return Recalibrator(experiment.model_fn, lambda: input_fn(params), params, batches, session_config)
 
 
 def evaluator_hook(model_dir: str, experiment, params: dict, batches: int, session_config=None):

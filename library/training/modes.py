@@ -12,6 +12,7 @@ from library import atomic_file
 from library.configuration.config import ConfigError
 from library.evaluation import report as evaluation_report
 from library.evaluation.evaluator import evaluate_checkpoint
+from library.experiment import capability
 from library.tensorflow_env import import_tensorflow
 from library.training.hooks import StopOnNonFiniteLossHook
 from library.training.invocation import Run
@@ -127,10 +128,12 @@ def export(run: Run) -> int:
 
 def export_hub(run: Run) -> int:
     """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
+    export_feature_extractor = capability(run.experiment, "export_feature_extractor",
+                                          "export_hub: this experiment has no feature extractor to export")
     output = required(run, "output", "DIR")
     with run.held_checkpoint() as checkpoint:
         try:
-            run.experiment.export_feature_extractor(run.params, checkpoint.path, output)
+            export_feature_extractor(run.params, checkpoint.path, output)
         except ValueError as error:  # an --output that cannot be replaced, a checkpoint without the module's variables
             raise ConfigError(f"export_hub: {error}") from None
     print(f"hub module of {checkpoint.name} written to {output}")
@@ -139,10 +142,12 @@ def export_hub(run: Run) -> int:
 
 def export_tflite(run: Run) -> int:
     """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
+    export_model = capability(run.experiment, "export_tflite",
+                              "export_tflite: this experiment has no TensorFlow Lite model to export")
     output = required(run, "output", "FILE, e.g. --output model.tflite")
     check_not_a_folder("output", output, "model.tflite")
     with run.held_checkpoint() as checkpoint:
-        run.experiment.export_tflite(run.params, checkpoint.path, output)
+        export_model(run.params, checkpoint.path, output)
     print(f"TensorFlow Lite model of {checkpoint.name} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
     return 0
 
@@ -163,5 +168,6 @@ def dry_run(run: Run) -> int:
 
 def benchmark_input(run: Run) -> int:
     """Print the training input's speed alone as JSON (images/s over ``benchmark_batches`` batches)."""
-    print(json.dumps(run.experiment.benchmark_input(run.params, run.settings.benchmark_batches)))
+    measure = capability(run.experiment, "benchmark_input", "benchmark_input: this experiment has no input benchmark")
+    print(json.dumps(measure(run.params, run.settings.benchmark_batches)))
     return 0
