@@ -112,9 +112,19 @@ class Experiment(abc.ABC):
         return None
 
 
-def capability(experiment: Experiment, name: str, missing: str):
-    """The experiment's optional method ``name`` (see above); ConfigError ``missing`` when it has none."""
+# What a run that needs an optional capability the experiment lacks is told, by the capability's name.
+MISSING = {
+    "recalibration_input_fn": "batch_norm_recalibration_batches: this experiment has no recalibration input; "
+                              "set it to 0",
+    "export_feature_extractor": "export_hub: this experiment has no feature extractor to export",
+    "export_tflite": "export_tflite: this experiment has no TensorFlow Lite model to export",
+    "benchmark_input": "benchmark_input: this experiment has no input benchmark",
+}
+
+
+def capability(experiment: Experiment, name: str):
+    """The experiment's optional method ``name`` (one of :data:`MISSING`); its one-line ConfigError when it has none."""
     method = getattr(experiment, name, None)
     if method is None:
-        raise ConfigError(missing)
+        raise ConfigError(MISSING[name])
     return method

@@ -90,8 +90,7 @@ def recalibrator(experiment, params: dict, batches: int, session_config=None) ->
     """The :class:`Recalibrator` of the experiment's model; None when recalibration is off (``batches`` 0)."""
     if batches == 0:
         return None
-    input_fn = capability(experiment, "recalibration_input_fn",
-                          "batch_norm_recalibration_batches: this experiment has no recalibration input; set it to 0")
+    input_fn = capability(experiment, "recalibration_input_fn")
     return Recalibrator(experiment.model_fn, lambda: input_fn(params), params, batches, session_config)
 
 

@@ -128,8 +128,7 @@ def export(run: Run) -> int:
 
 def export_hub(run: Run) -> int:
     """Write the feature extractor of the checkpoint ``model`` names as a TF1 hub module."""
-    export_feature_extractor = capability(run.experiment, "export_feature_extractor",
-                                          "export_hub: this experiment has no feature extractor to export")
+    export_feature_extractor = capability(run.experiment, "export_feature_extractor")
     output = required(run, "output", "DIR")
     with run.held_checkpoint() as checkpoint:
         try:
@@ -142,10 +141,9 @@ def export_hub(run: Run) -> int:
 
 def export_tflite(run: Run) -> int:
     """Write a TensorFlow Lite model of the checkpoint ``model`` names (and the experiment's files beside it)."""
-    export_model = capability(run.experiment, "export_tflite",
-                              "export_tflite: this experiment has no TensorFlow Lite model to export")
     output = required(run, "output", "FILE, e.g. --output model.tflite")
     check_not_a_folder("output", output, "model.tflite")
+    export_model = capability(run.experiment, "export_tflite")
     with run.held_checkpoint() as checkpoint:
         export_model(run.params, checkpoint.path, output)
     print(f"TensorFlow Lite model of {checkpoint.name} written to {output} ({tf.io.gfile.stat(output).length:,} bytes)")
@@ -168,6 +166,6 @@ def dry_run(run: Run) -> int:
 
 def benchmark_input(run: Run) -> int:
     """Print the training input's speed alone as JSON (images/s over ``benchmark_batches`` batches)."""
-    measure = capability(run.experiment, "benchmark_input", "benchmark_input: this experiment has no input benchmark")
+    measure = capability(run.experiment, "benchmark_input")
     print(json.dumps(measure(run.params, run.settings.benchmark_batches)))
     return 0

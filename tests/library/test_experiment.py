@@ -4,7 +4,7 @@ import pytest
 
 from library.configuration.config import ConfigError
 from library.evaluation import recalibration
-from library.experiment import Experiment, capability
+from library.experiment import MISSING, Experiment, capability
 
 
 class CoreOnly(Experiment):
@@ -37,16 +37,21 @@ class WithInputBenchmark(CoreOnly):
         return {"images_per_second": 12.5 * batches}
 
 
-@pytest.mark.parametrize("name", ["recalibration_input_fn", "export_feature_extractor", "export_tflite",
-                                  "benchmark_input"])
-def test_a_missing_capability_is_the_given_one_line_error(name):
+@pytest.mark.parametrize("name, message", [
+    ("recalibration_input_fn", "batch_norm_recalibration_batches: this experiment has no recalibration input; "
+                               "set it to 0"),
+    ("export_feature_extractor", "export_hub: this experiment has no feature extractor to export"),
+    ("export_tflite", "export_tflite: this experiment has no TensorFlow Lite model to export"),
+    ("benchmark_input", "benchmark_input: this experiment has no input benchmark"),
+])
+def test_a_missing_capability_is_a_one_line_error_naming_what_needs_it(name, message):
     with pytest.raises(ConfigError) as raised:
-        capability(CoreOnly(), name, f"{name}: this experiment has none")
-    assert str(raised.value) == f"{name}: this experiment has none"
+        capability(CoreOnly(), name)
+    assert str(raised.value) == message and MISSING[name] == message
 
 
 def test_a_capability_the_experiment_has_is_its_own_method():
-    measure = capability(WithInputBenchmark(), "benchmark_input", "unused")
+    measure = capability(WithInputBenchmark(), "benchmark_input")
     assert measure({}, 4) == {"images_per_second": 50.0}
 
 
