@@ -132,6 +132,7 @@ def test_export_best_writes_a_saved_model_of_each_new_best_from_inside_the_train
     assert all((export / "saved_model.pb").is_file() and (export / "variables").is_dir() for export in exports)
 
 
+@pytest.mark.slow
 def test_each_training_run_is_one_row_of_the_hparams_dashboard_kept_up_to_date_when_stopped_and_resumed(
         project, trained, tmp_path, monkeypatch):
     write = hparams_summary.SessionRow.write
@@ -167,6 +168,7 @@ def assert_dashboard_rows(logdir, expected):
                                              "best/epoch": record["epoch"]})
 
 
+@pytest.mark.slow
 def test_same_seed_same_training(project, tmp_path):
     for name in ("a", "b"):
         assert run_main(project, tmp_path / name, "--train_epochs", "2") == 0
@@ -250,6 +252,7 @@ def test_sigkill_during_recalibration_loses_nothing_and_the_resumed_run_ends_at_
     assert_best_holds_recalibrated_statistics(project, tmp_path, record)
 
 
+@pytest.mark.slow
 def test_resumed_run_never_overwrites_a_better_snapshot(project, tmp_path):
     assert run_main(project, tmp_path, "--train_epochs", "2") == 0
     record_path = tmp_path / "best" / (os.path.basename(BestCheckpoint(str(tmp_path / "best")).checkpoint_path) + ".json")
@@ -261,6 +264,7 @@ def test_resumed_run_never_overwrites_a_better_snapshot(project, tmp_path):
     assert len(evaluations(tmp_path)) == 2
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_the_step_and_keeps_checkpoints(project, tmp_path, capsys):
     assert run_main(project, tmp_path, "--train_epochs", "2") == 0
     best = BestCheckpoint(str(tmp_path / "best")).record
@@ -487,6 +491,7 @@ def test_parameter_server_cluster_trains_evaluates_and_snapshots(project, tmp_pa
     assert_reported(tmp_path, [entry["global_step"] for entry in evaluations(tmp_path)])
 
 
+@pytest.mark.slow
 def test_mirrored_on_one_device_trains_and_multi_worker_is_refused(project, tmp_path, capsys, monkeypatch):
     assert run_main(project, tmp_path, "--distribution", "mirrored", "--train_epochs", "2") == 0
     assert tf.train.load_variable(str(tmp_path / "model"), "global_step") == 2 * STEPS_PER_EPOCH
@@ -691,6 +696,7 @@ def test_a_labels_file_repeating_a_class_is_refused(project, tmp_path, capsys):
     assert_one_line_error(capsys, f"error: labels_file: {labels}, line 4 'green' is the same name as line 2 'green'")
 
 
+@pytest.mark.slow
 def test_class_names_holding_dollar_signs_train_evaluate_and_report_as_they_are(project, tmp_path, capsys):
     labels = tmp_path / "labels.txt"
     labels.write_text("$5 #1 $6\ngreen\nprice $5-$10\n")  # mathtext stopped training at the first evaluation
@@ -747,6 +753,7 @@ def test_a_checkpoint_of_other_classes_is_refused_before_it_is_restored_naming_b
     assert_one_line_error(capsys, shape.replace(copied, str(tmp_path / "five" / "model" / os.path.basename(copied))))
 
 
+@pytest.mark.slow
 def test_a_damaged_or_removed_recalibrated_checkpoint_is_skipped_on_resume_and_left_out_of_the_state(
         project, trained, tmp_path, capsys):
     recalibrated = tmp_path / "model" / "recalibrated.ckpt-12"

@@ -83,6 +83,7 @@ def test_the_head_trains_first_on_cached_features_then_the_whole_network_from_it
     assert "trained before" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_head_snapshot_that_fine_tuning_never_beats_stays_the_best_and_serves_the_fine_tuning_configuration(
         project, pretrained, tmp_path, capsys):  # noqa: F811 (fixtures)
     # Fine-tuning at a learning rate that wrecks the network: its evaluations never beat the head's.
