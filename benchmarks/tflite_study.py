@@ -19,7 +19,7 @@ import numpy as np
 import run
 from library.configuration import config
 from library.tensorflow_env import import_tensorflow, use_graph_mode
-from library.training import run_loop
+from library.training import checkpoints
 from project import input_fn as inputs, model_fn as model
 from project.experiment import ImageClassifier
 from project.options import OPTIONS
@@ -62,9 +62,11 @@ def interpreted(path, images) -> np.ndarray:
 def main(argv) -> int:
     use_graph_mode()
     settings, _ = config.parse(OPTIONS, argv, prog="tflite_study")
-    params = ImageClassifier().make_params(settings.as_dict())
-    checkpoint = run_loop.checkpoint_of(settings, ImageClassifier().model_identity(params))
-    images, labels, expected = checkpoint_outputs(checkpoint, params)
+    experiment = ImageClassifier()
+    params = experiment.make_params(settings.as_dict())
+    with checkpoints.held(settings, experiment.model_identity(params), experiment.checkpoint_shapes(params)) as held:
+        images, labels, expected = checkpoint_outputs(held.path, params)
+        checkpoint = held.name
     print(f"{checkpoint}: {len(labels)} images of {params['eval_data']}, accuracy {np.mean(expected.argmax(1) == labels):.2%}")
     for quantize in QUANTIZATIONS:
         path = os.path.join(settings.output, f"{'float32' if quantize == 'none' else quantize}.tflite")
